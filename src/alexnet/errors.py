@@ -1,0 +1,9 @@
+"""The one exception type a user sees: its message says what is wrong and how to fix it."""
+
+
+class AlexNetError(Exception):
+    """A user-facing error (bad value, bad file, missing data).
+
+    Library code raises it with a one-line message that names the offending thing and the fix; the
+    CLI prints that line on stderr and exits with code 2.
+    """

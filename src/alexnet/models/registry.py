@@ -1,0 +1,84 @@
+"""``build_model(name, **switches)``: every model of the project by name."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import AlexNetError
+from .alexnet import AlexNet
+from .small import Figure1Net
+
+MODEL_DESCRIPTIONS = {
+    "paper": "the 2012 network exactly: 227 input, two towers (groups=2), LRN, 3/2 pools (§3.5)",
+    "torchvision": "torchvision.models.alexnet: same layers and parameter names, loads its weights",
+    "d2l": "Dive into Deep Learning's AlexNet: 1 input channel, 224 input, 10 classes",
+    "cifar10": "AlexNet scaled to 32×32 CIFAR-10: five convs, LRN, overlapping pools, dropout",
+    "figure1": "the four-layer CIFAR-10 net of Fig. 1 (ReLU vs tanh)",
+}
+
+
+def list_models() -> list[str]:
+    """The names ``build_model`` accepts."""
+    return list(MODEL_DESCRIPTIONS)
+
+
+def build_model(name: str, *, weights: str | Path | None = None, **switches) -> nn.Module:
+    """Build a model by name with switches (see :class:`AlexNet` and :class:`Figure1Net`).
+
+    ``weights`` loads a state_dict file (e.g. torchvision's ``alexnet-owt-7be5be79.pth``) with
+    ``weights_only=True`` and ``strict=True``.
+    """
+    if name not in MODEL_DESCRIPTIONS:
+        raise AlexNetError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+    factory = Figure1Net if name == "figure1" else AlexNet
+    accepted = set(inspect.signature(factory).parameters) - {"arch"}
+    unknown = sorted(set(switches) - accepted)
+    if unknown:
+        raise AlexNetError(
+            f"model {name!r} takes no switch {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}"
+        )
+    model = factory(**switches) if name == "figure1" else AlexNet(name, **switches)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state_dict file into ``model`` strictly; bare dicts and {"state_dict"|"model": …} both work."""
+    path = Path(path)
+    if not path.is_file():
+        raise AlexNetError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, … for bad files
+        raise AlexNetError(
+            f"{path} is not a loadable weights file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise AlexNetError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    result = model.load_state_dict(_shape_checked(model, state, path), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise AlexNetError(
+            f"{path} does not fit this model: missing {result.missing_keys[:4]}, "
+            f"unexpected {result.unexpected_keys[:4]}"
+        )
+
+
+def _shape_checked(model: nn.Module, state: dict, path: Path) -> dict:
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            raise AlexNetError(
+                f"{path}: {key} has shape {tuple(value.shape)} but the model expects "
+                f"{tuple(own[key].shape)} (another architecture or number of classes?)"
+            )
+    return state

@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from alexnet import AlexNetError
+from alexnet.models import LocalResponseNorm
+
+
+def _grads(module, x, g):
+    x = x.detach().requires_grad_()
+    out = module(x)
+    (gx,) = torch.autograd.grad(out, x, g)
+    return out, gx
+
+
+@pytest.mark.parametrize("size", [5, 4, 1, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_equals_torch_lrn_forward_and_backward_fp32(size, channels_last):
+    # Post-ReLU activations at AlexNet's scale (conv1 outputs reach tens).
+    x = (torch.randn(4, 96, 13, 13) * 20).relu()
+    g = torch.randn_like(x)
+    if channels_last:
+        x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
+    ref = torch.nn.LocalResponseNorm(size, 1e-4, 0.75, 2.0)
+    ours = LocalResponseNorm(size, 1e-4, 0.75, 2.0)
+    out_r, g_r = _grads(ref, x, g)
+    out_o, g_o = _grads(ours, x, g)
+    torch.testing.assert_close(out_o, out_r, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_o, g_r, rtol=1e-5, atol=1e-6)
+
+
+def test_strong_normalisation_regime_matches_torch():
+    # α large enough that the denominator dominates, β not 0.75: the generic pow path.
+    x = torch.randn(2, 16, 5, 5) * 3
+    g = torch.randn_like(x)
+    ref, ours = torch.nn.LocalResponseNorm(3, 0.5, 0.6, 1.0), LocalResponseNorm(3, 0.5, 0.6, 1.0)
+    out_r, g_r = _grads(ref, x, g)
+    out_o, g_o = _grads(ours, x, g)
+    torch.testing.assert_close(out_o, out_r, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_o, g_r, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [5, 2])
+def test_gradcheck_float64(size):
+    x = torch.randn(2, 7, 3, 3, dtype=torch.float64, requires_grad=True)
+    lrn = LocalResponseNorm(size, alpha=0.1, beta=0.75, k=2.0)
+    assert torch.autograd.gradcheck(lrn, (x,))
+    lrn2 = LocalResponseNorm(size, alpha=0.1, beta=0.6, k=1.0, groups=1)
+    assert torch.autograd.gradcheck(lrn2, (x,))
+
+
+def test_3d_input_like_torch():
+    x = torch.randn(2, 6, 10).abs()
+    torch.testing.assert_close(LocalResponseNorm(3)(x), torch.nn.LocalResponseNorm(3)(x))
+
+
+def test_groups_normalise_each_half_on_its_own():
+    x = torch.randn(2, 96, 5, 5).abs() * 10
+    grouped = LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)(x)
+    halves = [torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)(h) for h in x.chunk(2, 1)]
+    torch.testing.assert_close(grouped, torch.cat(halves, 1))
+    x64 = torch.randn(1, 8, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(LocalResponseNorm(5, 0.1, 0.75, 2.0, groups=2), (x64,))
+
+
+def test_bad_arguments():
+    with pytest.raises(AlexNetError, match="size and groups must be ≥ 1"):
+        LocalResponseNorm(0)
+    with pytest.raises(AlexNetError, match="10 channels do not split into 4 groups"):
+        LocalResponseNorm(5, groups=4)(torch.randn(1, 10, 2, 2))

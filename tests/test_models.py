@@ -1,0 +1,213 @@
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from alexnet import AlexNetError, build_model, list_models, summarize
+from alexnet.models import AlexNet, LocalResponseNorm
+
+# PAPER.md §1 and §6; d2l, cifar10 and figure1 counted from their layer tables.
+PARAMS = {
+    "paper": 60_965_224,
+    "torchvision": 61_100_840,
+    "d2l": 46_764_746,
+    "cifar10": 2_248_202,
+    "figure1": 85_098,
+}
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_list_models_names_every_preset():
+    assert list_models() == ["paper", "torchvision", "d2l", "cifar10", "figure1"]
+
+
+@pytest.mark.parametrize("name", list(PARAMS))
+def test_exact_parameter_counts(name):
+    assert n_params(build_model(name)) == PARAMS[name]
+
+
+def test_paper_without_groups_has_the_one_tower_count():
+    assert n_params(build_model("paper", groups=1)) == 62_378_344
+
+
+@pytest.mark.parametrize("name", list(PARAMS))
+def test_forward_backward_every_preset(name):
+    model = build_model(name)
+    x = torch.randn(2, model.in_channels, model.input_size, model.input_size)
+    logits = model(x)
+    assert logits.shape == (2, model.num_classes)
+    logits.logsumexp(1).sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+def test_multiply_adds_match_paper_and_torchvision():
+    paper = summarize(build_model("paper"))
+    assert paper.total_params == 60_965_224
+    assert paper.total_macs == 724_406_816  # ≈724.4 M (PAPER.md §1)
+    assert round(summarize(build_model("paper", groups=1)).total_macs / 1e6) == 1135
+    tv = summarize(build_model("torchvision"))
+    assert tv.total_macs == 714_188_480  # ≈714.2 M at 224
+    conv1 = next(r for r in paper.rows if r.name == "conv1")
+    assert conv1.output_shape == (96, 55, 55)
+    assert paper.rows[-1].output_shape == (1000,)
+
+
+def test_paper_layer_shapes_follow_figure2():
+    rows = {r.name: r for r in summarize(build_model("paper")).rows}
+    assert rows["conv2"].output_shape == (256, 27, 27)
+    assert rows["conv5"].output_shape == (256, 13, 13)
+    assert rows["fc6"].params == 9216 * 4096 + 4096
+
+
+def test_paper_model_has_the_paper_layers():
+    m = build_model("paper")
+    assert [m.layer(n).groups for n in ("conv1", "conv2", "conv3", "conv4", "conv5")] == [1, 2, 1, 2, 2]
+    lrns = [mod for mod in m.features if isinstance(mod, LocalResponseNorm)]
+    assert [(n.size, n.alpha, n.beta, n.k, n.groups) for n in lrns] == [(5, 1e-4, 0.75, 2.0, 2)] * 2
+    pools = [mod for mod in m.features if isinstance(mod, nn.MaxPool2d)]
+    assert [(p.kernel_size, p.stride) for p in pools] == [(3, 2)] * 3
+    drops = [mod.p for mod in m.classifier if isinstance(mod, nn.Dropout)]
+    assert drops == [0.5, 0.5]
+    # dropout acts on the outputs of fc6 and fc7 (after their ReLU)
+    assert isinstance(m.classifier[2], nn.Dropout) and isinstance(m.classifier[5], nn.Dropout)
+
+
+def test_torchvision_state_dict_round_trip_and_equal_logits(tmp_path):
+    ours = build_model("torchvision").eval()
+    theirs = torchvision.models.alexnet(weights=None).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+    # and back: torchvision's own weights file loads into ours
+    theirs = torchvision.models.alexnet(weights=None).eval()
+    path = tmp_path / "alexnet-owt-test.pth"
+    torch.save(theirs.state_dict(), path)
+    loaded = build_model("torchvision", weights=path).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), theirs(x))
+
+
+def test_weights_for_another_class_count_are_refused(tmp_path):
+    path = tmp_path / "ten.pth"
+    torch.save(build_model("torchvision", num_classes=10).state_dict(), path)
+    with pytest.raises(AlexNetError, match=r"classifier.6.weight has shape \(10, 4096\).*\(1000, 4096\)"):
+        build_model("torchvision", weights=path)
+
+
+def test_weights_that_are_not_a_state_dict_are_refused(tmp_path):
+    path = tmp_path / "junk.pth"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(AlexNetError, match=r"junk\.pth is not a loadable weights file"):
+        build_model("torchvision", weights=path)
+    with pytest.raises(AlexNetError, match="does not exist"):
+        build_model("torchvision", weights=tmp_path / "missing.pth")
+
+
+def test_paper_init_statistics():
+    m = build_model("paper")
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+        w = m.layer(name).weight
+        assert abs(w.mean().item()) < 2e-3 and abs(w.std().item() - 0.01) < 1e-3, name
+        want = 1.0 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
+        assert torch.all(m.layer(name).bias == want), name
+    assert abs(m.layer("fc6").weight.std().item() - 0.01) < 1e-5  # 37.7 M samples
+
+
+def test_caffe_and_torch_inits():
+    caffe = build_model("paper", init="caffe")
+    assert torch.all(caffe.layer("conv2").bias == 0.1) and torch.all(caffe.layer("conv3").bias == 0)
+    assert abs(caffe.layer("fc6").weight.std().item() - 0.005) < 1e-5
+    torch_init = build_model("paper", init="torch")
+    bound = 1 / (48 * 25) ** 0.5  # PyTorch's default: uniform(±1/sqrt(fan_in)) on the bias
+    b = torch_init.layer("conv2").bias
+    assert b.abs().max() <= bound and b.std() > bound / 4
+
+
+def test_switches_change_the_network():
+    tanh = build_model("paper", activation="tanh")
+    assert isinstance(tanh.features[1], nn.Tanh)
+    assert not any(isinstance(m, LocalResponseNorm) for m in build_model("paper", lrn=False).features)
+    nonover = build_model("paper", pool="non-overlapping")
+    assert all(m.kernel_size == 2 for m in nonover.features if isinstance(m, nn.MaxPool2d))
+    assert nonover(torch.randn(1, 3, 227, 227)).shape == (1, 1000)  # 55→27→13→6 with 2/2 pools too
+    assert build_model("paper", dropout=0.3).classifier[2].p == 0.3
+    grey = build_model("cifar10", in_channels=1, num_classes=100)
+    assert grey(torch.randn(2, 1, 32, 32)).shape == (2, 100)
+    wide = build_model("cifar10", widths=(32, 64, 96, 96, 64))
+    assert wide.layer("conv5").out_channels == 64
+    assert build_model("figure1", activation="tanh", lrn=True)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("dropped", [("conv3",), ("conv4",), ("conv5",), ("conv3", "conv4", "conv5")])
+def test_drop_layers_keeps_shapes_consistent(dropped):
+    m = build_model("paper", drop_layers=dropped)
+    for name in dropped:
+        with pytest.raises(AlexNetError, match=f"no layer '{name}'"):
+            m.layer(name)
+    out = m(torch.randn(1, 3, 227, 227))
+    assert out.shape == (1, 1000)
+    assert m.layer("conv2").bias[0] == 1.0  # paper init still keyed by paper names
+    # three 3/2 pools whatever is dropped: 227 → 55 → 27 → 13 → 6
+    assert m.feature_shape[1:] == (6, 6)
+
+
+@pytest.mark.parametrize(
+    ("switches", "message"),
+    [
+        ({"activation": "swish"}, "unknown activation 'swish'"),
+        ({"groups": 3}, "groups must be 1 or 2"),
+        ({"pool": "avg"}, "unknown pool 'avg'"),
+        ({"dropout": 1.5}, "dropout must be a probability"),
+        ({"drop_layers": ("conv1",)}, "drop_layers may name conv3, conv4, conv5"),
+        ({"widths": (96, 256)}, "widths must be five"),
+        ({"widths": (95, 256, 384, 384, 256)}, "conv2: 95 → 256 channels do not split into 2 groups"),
+        ({"init": "xavier"}, "unknown init 'xavier'"),
+        ({"num_classes": 0}, "num_classes must be a positive integer"),
+    ],
+)
+def test_bad_switch_values_raise_our_error(switches, message):
+    with pytest.raises(AlexNetError, match=message):
+        build_model("paper", **switches)
+
+
+def test_switch_a_model_does_not_take():
+    with pytest.raises(AlexNetError, match="model 'figure1' takes no switch groups"):
+        build_model("figure1", groups=2)
+    with pytest.raises(AlexNetError, match="unknown model 'vgg'"):
+        build_model("vgg")
+
+
+def test_input_too_small_names_layer_and_sizes():
+    m = build_model("paper")
+    with pytest.raises(
+        AlexNetError, match=r"conv1 needs at least 11 pixels per side but gets 8 \(input 8×8\)"
+    ):
+        m(torch.randn(1, 3, 8, 8))
+    with pytest.raises(
+        AlexNetError, match=r"max-pool after conv5 needs at least 3 pixels per side but gets 2"
+    ):
+        m(torch.randn(1, 3, 63, 63))
+    with pytest.raises(AlexNetError, match=r"fc6 expects 256×6×6 features but a 224×224 input gives 256×5×5"):
+        m(torch.randn(1, 3, 224, 224))
+    with pytest.raises(AlexNetError, match=r"expects input \[N, 3, H, W\], got \[1, 1, 227, 227\]"):
+        m(torch.randn(1, 1, 227, 227))
+    with pytest.raises(AlexNetError, match="max-pool after conv3 needs at least 3 pixels"):
+        build_model("figure1")(torch.randn(1, 3, 12, 12))
+
+
+def test_torchvision_variant_takes_any_reasonable_input():
+    m = build_model("torchvision").eval()
+    assert m(torch.randn(1, 3, 256, 256)).shape == (1, 1000)  # AdaptiveAvgPool2d(6)
+
+
+def test_alexnet_class_is_the_same_as_build_model():
+    torch.manual_seed(1)
+    a = AlexNet("cifar10")
+    torch.manual_seed(1)
+    b = build_model("cifar10")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
