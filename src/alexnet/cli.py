@@ -26,6 +26,16 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .data import prepare
+
+    summary = prepare(
+        args.src, args.out, size=args.size, workers=args.workers, force=args.force, progress=not args.quiet
+    )
+    print(summary.line())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alexnet", description="AlexNet (NIPS 2012): models, data, training."
@@ -45,6 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--num-classes", type=int, default=None, help="classes of the last layer")
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("prepare", help="decode, resize and crop a data set once into a memory-mappable store")
+    p.add_argument(
+        "src",
+        help="an ImageFolder root (train/, val/ or test/ inside) or cifar10, cifar100, mnist, fashion-mnist",
+    )
+    p.add_argument("out", help="the store folder to write")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="short side and crop in pixels (default 256, or the images' own size if smaller)",
+    )
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--force", action="store_true", help="rebuild a store that already exists at OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_prepare)
     return parser
 
 

@@ -1,0 +1,151 @@
+"""What ``--data`` accepts: an ImageFolder tree, a prepared store, or a torchvision data set by name."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AlexNetError
+
+SPLIT_NAMES = ("train", "val", "test")
+# Files with these endings count as images when checking that a class folder is not empty; every
+# file in a class folder is still tried, and the ones that do not decode are skipped and listed.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+WNID = re.compile(r"^n\d{8}$")
+# torchvision data sets by name: (class in torchvision.datasets, the files a user can supply offline)
+TORCHVISION_SETS = {
+    "cifar10": ("CIFAR10", "cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/)"),
+    "cifar100": ("CIFAR100", "cifar-100-python.tar.gz (or its extracted cifar-100-python/)"),
+    "mnist": ("MNIST", "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"),
+    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"),
+}
+
+
+@dataclass(frozen=True)
+class FolderSplit:
+    """One split of an ImageFolder tree: every file of every class folder, with its label."""
+
+    root: Path
+    files: tuple[Path, ...]
+    labels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ArraySplit:
+    """One split already in memory as uint8 [N, H, W, C] (torchvision's CIFAR and MNIST)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class Source:
+    """A data set before preparation: its splits, class folder ids and human-readable class names."""
+
+    description: str
+    splits: dict[str, FolderSplit | ArraySplit]
+    class_ids: tuple[str, ...]
+    classes: tuple[str, ...]
+
+
+def default_cache_dir() -> Path:
+    """Where torchvision sets are downloaded: $ALEXNET_DATA, else ~/.cache/alexnet/datasets."""
+    return Path(os.environ.get("ALEXNET_DATA", Path.home() / ".cache" / "alexnet" / "datasets"))
+
+
+def class_names(class_ids: tuple[str, ...]) -> tuple[str, ...]:
+    """Human-readable names: ImageNet's 1,000 wnid folders get torchvision's names, others keep theirs."""
+    if len(class_ids) == 1000 and all(WNID.match(c) for c in class_ids):
+        # Sorted wnids are the standard ImageNet class order, the order of torchvision's names.
+        from torchvision.models import AlexNet_Weights
+
+        return tuple(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+    return class_ids
+
+
+def _scan_split(root: Path) -> tuple[FolderSplit, tuple[str, ...]]:
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise AlexNetError(f"{root} has no class folders; expected {root}/<class>/<image files>")
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        entries = sorted(p for p in class_dir.rglob("*") if p.is_file())
+        if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entries):
+            raise AlexNetError(
+                f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                f"add images or remove the folder"
+            )
+        files += entries
+        labels += [label] * len(entries)
+    return FolderSplit(root, tuple(files), tuple(labels)), tuple(p.name for p in class_dirs)
+
+
+def folder_source(root: Path) -> Source:
+    """An ImageFolder tree: ``root/{train,val,test}/<class>/<images>``; every split needs the same classes."""
+    if not root.is_dir():
+        raise AlexNetError(f"{root} is not a folder")
+    present = [name for name in SPLIT_NAMES if (root / name).is_dir()]
+    if not present:
+        if not any(root.iterdir()):
+            raise AlexNetError(f"{root} is empty; expected {root}/train/<class>/<images> and {root}/val/...")
+        raise AlexNetError(
+            f"{root} has no train/, val/ or test/ folder; arrange it as "
+            f"{root}/train/<class>/<images> (ImageFolder layout)"
+        )
+    splits: dict[str, FolderSplit | ArraySplit] = {}
+    ids: tuple[str, ...] | None = None
+    for name in present:
+        split, split_ids = _scan_split(root / name)
+        if ids is not None and split_ids != ids:
+            raise AlexNetError(
+                f"{root / name} has other class folders than {root / present[0]}; "
+                f"every split needs the same classes"
+            )
+        ids = split_ids
+        splits[name] = split
+    assert ids is not None
+    return Source(str(root.resolve()), splits, ids, class_names(ids))
+
+
+def torchvision_source(name: str, cache_dir: Path | None = None, download: bool = True) -> Source:
+    """A torchvision data set by name, downloaded into ``cache_dir`` when the network allows."""
+    import torchvision.datasets as tvd
+
+    cls_name, files = TORCHVISION_SETS[name]
+    cls = getattr(tvd, cls_name)
+    root = Path(cache_dir or default_cache_dir()) / name
+    splits: dict[str, FolderSplit | ArraySplit] = {}
+    for split, train in (("train", True), ("test", False)):
+        try:
+            ds = cls(str(root), train=train, download=download)
+        except Exception as exc:  # URLError, RuntimeError ("Dataset not found"), checksum errors, …
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise AlexNetError(
+                f"cannot get {name} into {root} ({reason}); without a network, put {files} "
+                f"into {root} yourself, or pass an ImageFolder path as --data"
+            ) from None
+        images = np.asarray(ds.data, dtype=np.uint8)
+        if images.ndim == 3:  # MNIST-like: [N, H, W] grey
+            images = images[..., None]
+        splits[split] = ArraySplit(images, np.asarray(ds.targets, dtype=np.int64))
+        classes = tuple(ds.classes)
+    return Source(f"torchvision:{name}", splits, classes, classes)
+
+
+def resolve_source(spec: str | Path, cache_dir: Path | None = None) -> Source:
+    """``spec`` is a torchvision set name (cifar10, cifar100, mnist, fashion-mnist) or an ImageFolder root."""
+    text = str(spec)
+    if text in TORCHVISION_SETS and not Path(text).exists():
+        return torchvision_source(text, cache_dir)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise AlexNetError(
+            f"{path} does not exist; give an ImageFolder root, a prepared store, "
+            f"or one of {', '.join(TORCHVISION_SETS)}"
+        )
+    return folder_source(path)

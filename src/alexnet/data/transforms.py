@@ -1,0 +1,236 @@
+"""Batched, seeded augmentation on the model's device (§2, §4.1).
+
+Every function takes a uint8 batch [B, H, W, C] (the store's layout) and, where it draws random
+numbers, a ``torch.Generator``; the same generator state gives the same output on any device
+(random numbers are drawn on the CPU, the pixels move on the batch's device). Outputs are float32
+[B, C, h, w] in channels_last memory, which is what a permute of NHWC gives for free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import AlexNetError
+
+# PAPER.md §2: the commonly used ImageNet RGB PCA (pixels in [0, 1]); eigenvectors are the columns.
+IMAGENET_EIGVALS = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVECS = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+# torchvision's per-channel normalisation (pixels in [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LIGHTING_STD = 0.1  # §4.1: α_i ~ N(0, 0.1)
+
+
+@dataclass(frozen=True)
+class Crops:
+    """Per-image crop parameters: top-left corners and horizontal flips, on the CPU."""
+
+    top: Tensor  # int64 [B]
+    left: Tensor  # int64 [B]
+    flip: Tensor  # bool [B]
+    size: int
+
+
+def sample_crops(
+    batch: int, height: int, width: int, size: int, generator: torch.Generator, flip: bool = True
+) -> Crops:
+    """Uniform random size×size windows inside height×width and a fair coin per image to mirror (§4.1)."""
+    if size > height or size > width:
+        raise AlexNetError(
+            f"cannot crop {size}×{size} from {height}×{width} images; prepare them larger "
+            f"(alexnet prepare --size) or crop smaller"
+        )
+    top = torch.randint(0, height - size + 1, (batch,), generator=generator)
+    left = torch.randint(0, width - size + 1, (batch,), generator=generator)
+    flips = torch.rand(batch, generator=generator) < 0.5 if flip else torch.zeros(batch, dtype=torch.bool)
+    return Crops(top, left, flips, size)
+
+
+def crop(images: Tensor, crops: Crops) -> Tensor:
+    """The windows of ``crops`` from [B, H, W, C] (or one [H, W, C] image for all), mirrored where asked.
+
+    One gather on the batch's device: row and column indices per image, the column order reversed
+    for mirrored images, so crop and flip cost a single pass.
+    """
+    device = images.device
+    span = torch.arange(crops.size)
+    rows = crops.top[:, None] + span  # [B, size]
+    cols = torch.where(
+        crops.flip[:, None], crops.left[:, None] + crops.size - 1 - span, crops.left[:, None] + span
+    )
+    rows, cols = rows.to(device, non_blocking=True), cols.to(device, non_blocking=True)
+    if images.dim() == 3:
+        return images[rows[:, :, None], cols[:, None, :]]
+    which = torch.arange(len(rows), device=device)[:, None, None]
+    return images[which, rows[:, :, None], cols[:, None, :]]
+
+
+def center_crop(images: Tensor, size: int) -> Tensor:
+    """The central size×size window (torchvision's rounding) of [B, H, W, C]."""
+    height, width = images.shape[1:3]
+    if size > height or size > width:
+        raise AlexNetError(f"cannot crop {size}×{size} from {height}×{width} images")
+    top, left = round((height - size) / 2.0), round((width - size) / 2.0)
+    return images[:, top : top + size, left : left + size]
+
+
+def ten_crop(images: Tensor, size: int) -> Tensor:
+    """§4.1 test: four corners and centre, then the same five of the mirrored image: [B, 10, size, size, C].
+
+    The order is torchvision's TenCrop: tl, tr, bl, br, centre, then those of the flipped image.
+    """
+    height, width = images.shape[1:3]
+    if size > height or size > width:
+        raise AlexNetError(f"cannot crop {size}×{size} from {height}×{width} images")
+
+    def five(x: Tensor) -> list[Tensor]:
+        return [
+            x[:, :size, :size],
+            x[:, :size, width - size :],
+            x[:, height - size :, :size],
+            x[:, height - size :, width - size :],
+            center_crop(x, size),
+        ]
+
+    return torch.stack(five(images) + five(images.flip(2)), dim=1)
+
+
+def lighting(
+    batch: int, eigvals: Tensor, eigvecs: Tensor, generator: torch.Generator, std: float = LIGHTING_STD
+) -> Tensor:
+    """§4.1 PCA colour shift per image: [p1 p2 p3]·[α1λ1, α2λ2, α3λ3]ᵀ with α ~ N(0, std), as [B, 3].
+
+    In the units of ``eigvals`` (pixels in [0, 1] for the store's and PAPER.md's values).
+    """
+    alpha = torch.randn(batch, 3, generator=generator) * std
+    return (alpha * eigvals.float().cpu()) @ eigvecs.float().cpu().T
+
+
+def _to_model_layout(x: Tensor) -> Tensor:
+    return x.permute(0, 3, 1, 2)  # [B, H, W, C] → [B, C, H, W] view, channels_last in memory
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Either the paper's per-pixel mean image (0–255 units, §2) or per-channel mean/std on [0, 1] pixels."""
+
+    mean_image: Tensor | None = None  # float32 [H, W, C] at the stored size
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if (self.mean_image is None) == (self.mean is None):
+            raise AlexNetError("normalisation needs either a mean image or a per-channel mean/std")
+
+
+def _crop_into(
+    images: Tensor,
+    crops: Crops,
+    out: Tensor,
+    mean_image: Tensor | None,
+    offsets: Tensor | None,
+    scale: Tensor | None,
+) -> None:
+    """CPU path: per image, crop → float → − mean crop → − offset row → × scale row, into ``out``.
+
+    On the CPU a loop of slice copies is ~10× faster than one gather, writing into an existing float
+    buffer avoids faulting in a fresh one (which costs more than the copy), and finishing each image
+    while it is still in cache beats whole-batch passes over a buffer larger than the cache.
+    """
+    size, width = crops.size, images.shape[2]
+    mirrored_mean = mean_image.flip(1) if mean_image is not None and bool(crops.flip.any()) else None
+    params = zip(crops.top.tolist(), crops.left.tolist(), crops.flip.tolist(), strict=True)
+    for i, (top, left, flip) in enumerate(params):
+        view = images[i, top : top + size, left : left + size]
+        out[i].copy_(view.flip(1) if flip else view)
+        if mean_image is not None:
+            if flip:  # the mirror of window [left, left + size) is [W − left − size, W − left) of the mirror
+                out[i].sub_(mirrored_mean[top : top + size, width - left - size : width - left])
+            else:
+                out[i].sub_(mean_image[top : top + size, left : left + size])
+        rows = out[i].view(size, -1)
+        if offsets is not None:
+            rows.sub_(offsets[i])
+        if scale is not None:
+            rows.mul_(scale)
+
+
+@dataclass(frozen=True)
+class TrainTransform:
+    """§4.1 training augmentation: random crop + mirror, PCA lighting, normalisation.
+
+    With a mean image, pixels stay in 0–255 units minus the mean (the paper); with mean/std they are
+    (x/255 − mean)/std (torchvision). The lighting shift is added in the same units. ``out`` (float32
+    [B, size, size, C], contiguous) receives the result when given; on the CPU reusing one buffer
+    per step saves more time than all the arithmetic.
+    """
+
+    size: int  # crop side, pixels (224 in the paper's text, 227 in Caffe's)
+    normalization: Normalization
+    flip: bool = True
+    eigvals: Tensor | None = None  # enables PCA lighting
+    eigvecs: Tensor | None = None
+    lighting_std: float = LIGHTING_STD
+
+    def __call__(self, images: Tensor, generator: torch.Generator, out: Tensor | None = None) -> Tensor:
+        b, h, w, c = images.shape
+        crops = sample_crops(b, h, w, self.size, generator, self.flip)
+        norm, device = self.normalization, images.device
+        mean_image = norm.mean_image.to(device) if norm.mean_image is not None else None
+        # Per image, a constant subtracted from each pixel ([B, C], 0–255 units) and a per-channel scale:
+        # x' = (x − mean_image − offset) · scale, with the offset tiled along rows of w·C values.
+        shift = None
+        if self.eigvals is not None:  # [B, C] PCA colour shift in [0, 1] pixel units
+            shift = lighting(b, self.eigvals, self.eigvecs, generator, self.lighting_std).to(device)
+        if mean_image is not None:
+            offset = None if shift is None else -255.0 * shift
+            scale = None
+        else:
+            mean = torch.tensor(norm.mean, device=device).expand(b, c)
+            offset = 255.0 * (mean if shift is None else mean - shift)  # (x − 255·mean + 255·shift)/(255·std)
+            scale = (1.0 / (torch.tensor(norm.std, device=device) * 255.0)).repeat(self.size)
+        offsets = None if offset is None else offset.repeat(1, self.size)  # [B, size·C]
+        if device.type == "cpu":
+            x = out if out is not None else torch.empty((b, self.size, self.size, c))
+            _crop_into(images, crops, x, mean_image, offsets, scale)
+        else:
+            x = crop(images, crops).float()
+            if mean_image is not None:
+                x -= crop(mean_image, crops)
+            rows = x.view(b, self.size, -1)
+            if offsets is not None:
+                rows.sub_(offsets[:, None, :])
+            if scale is not None:
+                rows.mul_(scale)
+            if out is not None:
+                x = out.copy_(x)
+        return _to_model_layout(x)
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """Evaluation: the centre crop ([B, C, s, s]) or the ten crops of §4.1 ([B, 10, C, s, s])."""
+
+    size: int
+    normalization: Normalization
+    ten_crop: bool = False
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        def views(t: Tensor) -> Tensor:
+            return ten_crop(t, self.size) if self.ten_crop else center_crop(t, self.size)
+
+        x = views(images).float()
+        norm = self.normalization
+        if norm.mean_image is not None:
+            x -= views(norm.mean_image[None].to(images.device))
+        else:
+            x.sub_(torch.tensor(norm.mean, device=images.device) * 255.0)
+            x.mul_(1.0 / (torch.tensor(norm.std, device=images.device) * 255.0))
+        return x.permute(0, 1, 4, 2, 3) if self.ten_crop else _to_model_layout(x)
