@@ -36,6 +36,92 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_sets(items: list[str]) -> dict:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AlexNetError(f"--set takes key=value (e.g. --set optim.lr=0.02), got {item!r}")
+        values[key.strip()] = value
+    return values
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from .config import from_dict, override, resolve
+    from .train import fit
+
+    sets = _parse_sets(args.set)
+    flags = {
+        "data.source": args.data,
+        "train.epochs": args.epochs,
+        "train.batch_size": args.batch_size,
+        "optim.lr": args.lr,
+        "train.out": args.out,
+        "train.device": args.device,
+        "train.precision": args.precision,
+        "train.channels_last": args.channels_last,
+        "train.compile": args.compile or None,
+        "train.seed": args.seed,
+        "train.two_devices": args.two_devices,
+    }
+    sets.update({k: v for k, v in flags.items() if v is not None})
+    saved = Path(args.out) / "config.yaml" if args.out else None
+    if args.resume and args.preset is None and args.config is None and saved is not None and saved.is_file():
+        config = override(from_dict(yaml.safe_load(saved.read_text())), sets)  # continue the run as it was
+    else:
+        config = resolve(args.preset or "paper", yaml_file=args.config, sets=sets)
+    result = fit(config, resume=args.resume)
+    print(
+        f"run {result.run_dir}: best validation top-1 error {result.best_val_top1_error:.2f} %"
+        + (
+            f", final top-1 {result.final['top1_error']:.2f} % top-5 {result.final['top5_error']:.2f} %"
+            if result.final
+            else ""
+        )
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        ten_crop=args.ten_crop,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    view = "ten-crop" if args.ten_crop else "centre crop"
+    print(
+        f"{args.checkpoint} on {result['split']} ({result['count']} images, {view}): "
+        f"top-1 error {result['top1_error']:.2f} %, top-5 error {result['top5_error']:.2f} %, "
+        f"loss {result['loss']:.4f}"
+    )
+    if args.json:
+        keys = (
+            "top1_error",
+            "top5_error",
+            "loss",
+            "per_class",
+            "confusion",
+            "count",
+            "split",
+            "ten_crop",
+            "classes",
+        )
+        with open(args.json, "w") as f:
+            json.dump({k: result[k] for k in keys}, f, indent=1)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alexnet", description="AlexNet (NIPS 2012): models, data, training."
@@ -72,6 +158,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild a store that already exists at OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model with a named recipe")
+    p.add_argument("--preset", default=None, help="paper, torchvision, d2l, figure1, cifar10 (default paper)")
+    p.add_argument(
+        "--data", default=None, help="a prepared store, an ImageFolder root or a torchvision set name"
+    )
+    p.add_argument("--epochs", default=None)
+    p.add_argument("--batch-size", default=None, help="global batch size")
+    p.add_argument("--lr", default=None)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config field, e.g. --set optim.name=paper_sgd (repeatable)",
+    )
+    p.add_argument("--config", default=None, help="a YAML file of config fields (applied before --set)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<preset>-<date>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default=None, help="auto, fp32, bf16 or fp16")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--seed", default=None)
+    p.add_argument(
+        "--two-devices", default=None, metavar="A,B", help="the paper's two-tower split, e.g. cuda:0,cuda:1"
+    )
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="top-1/top-5 error, per-class accuracy and confusion of a checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint file or a run directory (its last checkpoint)")
+    p.add_argument(
+        "--data", required=True, help="a prepared store, an ImageFolder root or a torchvision set name"
+    )
+    p.add_argument("--split", default=None, help="split to evaluate (default val, else test)")
+    p.add_argument("--ten-crop", action="store_true", help="average the softmax of ten crops (§4.1)")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 

@@ -1,6 +1,7 @@
 """Data: sources, the prepared store, batched device-side transforms, and the loader."""
 
 from .loader import StoreLoader
+from .open import open_data
 from .prepare import PrepareSummary, prepare
 from .sources import TORCHVISION_SETS, resolve_source
 from .store import Split, Store, is_store, open_store
@@ -34,6 +35,7 @@ __all__ = [
     "crop",
     "is_store",
     "lighting",
+    "open_data",
     "open_store",
     "prepare",
     "resolve_source",

@@ -149,3 +149,12 @@ def resolve_source(spec: str | Path, cache_dir: Path | None = None) -> Source:
             f"or one of {', '.join(TORCHVISION_SETS)}"
         )
     return folder_source(path)
+
+
+def cached_store_path(source: Source, size: int | None, cache_dir: Path | None = None) -> Path:
+    """Where ``open_data`` keeps the store it prepares for a source: one folder per (source, size)."""
+    import hashlib
+
+    key = hashlib.sha256(f"{source.description}|{size}".encode()).hexdigest()[:12]
+    name = Path(source.description).name or "data"
+    return Path(cache_dir or default_cache_dir()) / "stores" / f"{name}-{key}"

@@ -1,0 +1,317 @@
+"""Run configuration: frozen dataclasses per concern, named presets, and one override path.
+
+``preset(name)`` gives a recipe; ``override(config, {"optim.lr": "0.02"})`` changes fields by dotted
+key, parsing strings by the field's type, so ``--set optim.lr=0.02`` and a YAML file (flattened to
+the same keys) go through the same code. ``to_dict`` writes the resolved config into every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import AlexNetError
+from .models.alexnet import DROPPABLE_LAYERS, INITS, POOLS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "paper"  # a build_model name
+    activation: str = "relu"  # §3.1
+    lrn: bool | None = None  # §3.3; None: the architecture's own choice
+    pool: str = "overlapping"  # §3.4: 3/2, or non-overlapping 2/2
+    groups: int | None = None  # §3.2: 2 = the two towers; None: the architecture's own
+    dropout: float = 0.5  # §4.2, on fc6 and fc7
+    drop_layers: tuple[str, ...] = ()  # §7: conv3/conv4/conv5 removed
+    widths: tuple[int, ...] | None = None  # conv1..conv5 output channels
+    init: str | None = None  # paper | caffe | torch; None: the architecture's own
+
+    def switches(self) -> dict:
+        """Keyword arguments for build_model, leaving out what the architecture decides by itself."""
+        out = {"activation": self.activation, "pool": self.pool, "dropout": self.dropout}
+        if self.name != "figure1":
+            out.update(drop_layers=self.drop_layers, groups=self.groups, init=self.init)
+        if self.lrn is not None:
+            out["lrn"] = self.lrn
+        if self.widths is not None:
+            out["widths"] = self.widths
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str | None = None  # --data: a store, an ImageFolder root or a torchvision set name
+    size: int | None = None  # prepare: short side and crop, pixels (None: 256, or smaller sets' own)
+    crop: int = 227  # training and evaluation crop, pixels (§4.1 says 224; Caffe's 227 fits the net)
+    flip: bool = True  # §4.1 horizontal reflections
+    lighting: str = "store"  # §4.1 PCA lighting: store (the training set's eigenpairs), imagenet, none
+    lighting_std: float = 0.1  # §4.1: α ~ N(0, 0.1)
+    normalize: str = "mean_image"  # §2 per-pixel mean image, or "channel" mean/std (torchvision)
+    mean: tuple[float, ...] = IMAGENET_MEAN  # for normalize=channel, pixels in [0, 1]
+    std: tuple[float, ...] = IMAGENET_STD
+    ten_crop: bool = False  # §4.1 test-time ten crops (evaluation at the end of training)
+    train_split: str = "train"
+    val_split: str | None = None  # None: val, else test
+    limit_train: int | None = None  # use only the first N training images (slices for quick runs)
+    limit_val: int | None = None
+    workers: int | None = None  # processes for a first-use prepare
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "sgd"  # sgd (torch.optim.SGD) | paper_sgd (§5: learning rate inside the velocity)
+    lr: float = 0.01  # §5
+    momentum: float = 0.9  # §5
+    weight_decay: float = 5e-4  # §5
+    nesterov: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = "plateau"  # plateau | step | cosine | constant
+    factor: float = 0.1  # §5: divide by 10
+    patience: int = 2  # plateau: epochs without a better validation error before a drop
+    max_drops: int = 3  # §5: "reduced three times prior to termination"
+    step_size: int = 30  # step: epochs between drops
+    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs
+    min_lr: float = 0.0  # cosine floor
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 90  # §5: "roughly 90 cycles"
+    batch_size: int = 128  # §5, global across ranks
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 where supported, else fp32) | fp32 | bf16 | fp16
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms: bit-exact resume on the CPU
+    label_smoothing: float = 0.0
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints (0: only at epoch ends)
+    log_every: int = 50  # steps between plain log lines when stderr is not a terminal
+    out: str | None = None  # run directory (default runs/<preset>-<date>)
+    two_devices: tuple[str, ...] | None = None  # §3.2 split over two devices, e.g. ("cuda:0", "cuda:1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str = "paper"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _presets() -> dict[str, RunConfig]:
+    paper = RunConfig("paper", data=DataConfig(ten_crop=True))
+    torchvision = RunConfig(
+        "torchvision",
+        model=ModelConfig(name="torchvision"),
+        data=DataConfig(crop=224, lighting="none", normalize="channel"),
+        optim=OptimConfig(weight_decay=1e-4),
+        schedule=ScheduleConfig(name="step", step_size=30),
+        train=TrainConfig(batch_size=256),
+    )
+    d2l = RunConfig(
+        "d2l",
+        model=ModelConfig(name="d2l"),
+        data=DataConfig(
+            source="fashion-mnist",
+            size=224,
+            crop=224,
+            flip=False,
+            lighting="none",
+            normalize="channel",
+            mean=(0.5,),
+            std=(0.5,),
+        ),
+        optim=OptimConfig(momentum=0.0, weight_decay=0.0),
+        schedule=ScheduleConfig(name="constant"),
+        train=TrainConfig(epochs=10, batch_size=128),
+    )
+    # Fig. 1: no regularisation (§3.1: "no regularization of any kind was employed").
+    figure1 = RunConfig(
+        "figure1",
+        model=ModelConfig(name="figure1", dropout=0.0),
+        data=DataConfig(crop=32, flip=False, lighting="none"),
+        optim=OptimConfig(lr=0.01, weight_decay=0.0),
+        schedule=ScheduleConfig(name="constant"),
+        train=TrainConfig(epochs=30, batch_size=128),
+    )
+    cifar10 = RunConfig(
+        "cifar10",
+        model=ModelConfig(name="cifar10"),
+        data=DataConfig(crop=28, ten_crop=False),
+        optim=OptimConfig(lr=0.02, weight_decay=5e-4, nesterov=True),
+        schedule=ScheduleConfig(name="cosine", warmup_epochs=1.0),
+        train=TrainConfig(epochs=30, batch_size=128),
+    )
+    return {c.preset: c for c in (paper, torchvision, d2l, figure1, cifar10)}
+
+
+def preset_names() -> list[str]:
+    return list(_presets())
+
+
+def preset(name: str) -> RunConfig:
+    presets = _presets()
+    if name not in presets:
+        raise AlexNetError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
+    return presets[name]
+
+
+CHOICES = {
+    "model.pool": tuple(POOLS),
+    "model.init": INITS,
+    "data.lighting": ("store", "imagenet", "none"),
+    "data.normalize": ("mean_image", "channel"),
+    "optim.name": ("sgd", "paper_sgd"),
+    "schedule.name": ("plateau", "step", "cosine", "constant"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
+}
+
+
+def _parse(key: str, text, annotation):
+    """A value for a field from a string (--set) or a YAML scalar/list, by the field's type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if text is None or (isinstance(text, str) and text.lower() in ("none", "null", "")):
+            return None
+        inner = next(a for a in args if a is not type(None))
+        return _parse(key, text, inner)
+    if origin is tuple:
+        items = text if isinstance(text, (list, tuple)) else [t for t in str(text).split(",") if t.strip()]
+        return tuple(_parse(key, item, args[0]) for item in items)
+    if annotation is bool:
+        if isinstance(text, bool):
+            return text
+        if str(text).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(text).lower() in ("0", "false", "no", "off"):
+            return False
+        raise AlexNetError(f"{key}: {text!r} is not true or false")
+    try:
+        if annotation is int:
+            if isinstance(text, float) or (isinstance(text, str) and not text.strip().lstrip("-").isdigit()):
+                raise ValueError
+            return int(text)
+        if annotation is float:
+            return float(text)
+    except (TypeError, ValueError):
+        raise AlexNetError(
+            f"{key}: {text!r} is not {'an integer' if annotation is int else 'a number'}"
+        ) from None
+    return str(text).strip()
+
+
+def override(config: RunConfig, values: dict) -> RunConfig:
+    """``config`` with dotted keys (``optim.lr``) replaced; strings are parsed by the field's type."""
+    sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "preset"}
+    for key, raw in values.items():
+        section, _, name = key.partition(".")
+        if section not in sections or not name:
+            raise AlexNetError(
+                f"unknown config key {key!r}; keys look like optim.lr, train.epochs "
+                f"(sections: {', '.join(sections)})"
+            )
+        hints = typing.get_type_hints(type(sections[section]))
+        if name not in hints:
+            raise AlexNetError(f"unknown config key {key!r}; {section} has {', '.join(hints)}")
+        value = _parse(key, raw, hints[name])
+        if key in CHOICES and value is not None and value not in CHOICES[key]:
+            raise AlexNetError(f"{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
+        sections[section] = dataclasses.replace(sections[section], **{name: value})
+    resolved = dataclasses.replace(config, **sections)
+    validate(resolved)
+    return resolved
+
+
+def validate(config: RunConfig) -> None:
+    """Values no type can rule out: ranges and combinations."""
+    t, o, d, s, m = config.train, config.optim, config.data, config.schedule, config.model
+    checks = [
+        (t.epochs >= 1, f"train.epochs must be ≥ 1, got {t.epochs}"),
+        (t.batch_size >= 1, f"train.batch_size must be ≥ 1, got {t.batch_size}"),
+        (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
+        (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
+        (o.weight_decay >= 0, f"optim.weight_decay must be ≥ 0, got {o.weight_decay}"),
+        (0 < s.factor < 1, f"schedule.factor must be in (0, 1), got {s.factor}"),
+        (d.crop >= 1, f"data.crop must be ≥ 1, got {d.crop}"),
+        (0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}"),
+        (
+            set(m.drop_layers) <= DROPPABLE_LAYERS,
+            f"model.drop_layers may name conv3, conv4, conv5, got {m.drop_layers}",
+        ),
+        (
+            t.two_devices is None or len(t.two_devices) == 2,
+            f"train.two_devices needs two devices, got {t.two_devices}",
+        ),
+        (t.two_devices is None or m.name == "paper", "train.two_devices splits only the paper model (§3.2)"),
+        (not (o.nesterov and o.name == "paper_sgd"), "optim.nesterov does not apply to paper_sgd"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise AlexNetError(message)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 0.02}} → {"optim.lr": 0.02}"""
+    out = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    """A YAML config file as flat overrides; ``preset: NAME`` in it picks the base recipe."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise AlexNetError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise AlexNetError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise AlexNetError(f"{path} must hold a mapping like 'optim: {{lr: 0.02}}'")
+    return flatten(tree)
+
+
+def to_dict(config: RunConfig) -> dict:
+    def plain(value):
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return {
+        k: ({f: plain(v) for f, v in s.items()} if isinstance(s, dict) else s)
+        for k, s in dataclasses.asdict(config).items()
+    }
+
+
+def from_dict(tree: dict) -> RunConfig:
+    """The inverse of ``to_dict`` (e.g. a run's config.yaml or a checkpoint's config)."""
+    flat = flatten({k: v for k, v in tree.items() if k != "preset"})
+    return override(preset(tree.get("preset", "paper")), flat)
+
+
+def resolve(preset_name: str, *, yaml_file: str | Path | None = None, sets: dict | None = None) -> RunConfig:
+    """Preset, then the YAML file, then --set values: the order the CLI applies them."""
+    values = load_yaml(yaml_file) if yaml_file else {}
+    base = preset(values.pop("preset", preset_name))
+    values.update(sets or {})
+    return override(base, values)

@@ -1,0 +1,30 @@
+"""``open_data(spec)``: what ``--data`` means everywhere: a store, an ImageFolder root, a torchvision name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .prepare import prepare
+from .sources import cached_store_path, resolve_source
+from .store import Store, is_store, open_store
+
+
+def open_data(
+    spec: str | Path,
+    *,
+    size: int | None = None,
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Store:
+    """A prepared store opens as it is; anything else is prepared on first use into a cache and reused.
+
+    The cache is ``$ALEXNET_DATA/stores`` (default ``~/.cache/alexnet/datasets/stores``), one store per
+    source and size.
+    """
+    if is_store(spec):
+        return open_store(spec)
+    source = resolve_source(spec, cache_dir)
+    out = cached_store_path(source, size, cache_dir)
+    prepare(source, out, size=size, workers=workers, progress=progress)
+    return open_store(out)

@@ -1,0 +1,120 @@
+"""Optimisers and learning-rate schedules (§5).
+
+torch.optim.SGD keeps the learning rate outside the velocity (v ← μv + g + λw; w ← w − ε v). The
+paper keeps it inside: v ← μv − λεw − ε∂L/∂w; w ← w + v. The two agree while ε is constant and
+differ after a drop, when the paper's velocity still carries steps taken at the old rate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import OptimConfig, ScheduleConfig
+from ..errors import AlexNetError
+
+
+class PaperSGD(torch.optim.Optimizer):
+    """§5's update rule: the learning rate multiplies each gradient as it enters the velocity."""
+
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                v = state["velocity"]
+                v.mul_(mu).add_(p, alpha=-wd * lr).add_(p.grad, alpha=-lr)  # v ← μv − λεw − ε∂L/∂w
+                p.add_(v)  # w ← w + v
+        return loss
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.name == "paper_sgd":
+        return PaperSGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+        )
+    raise AlexNetError(f"unknown optimiser {cfg.name!r}; choose sgd or paper_sgd")
+
+
+class Schedule:
+    """The learning rate at every step, and the plateau rule's state (drops so far, best error).
+
+    - ``plateau`` (§5): ÷10 when the validation error has not improved for ``patience`` epochs,
+      at most ``max_drops`` times.
+    - ``step``: ÷10 every ``step_size`` epochs. ``cosine``: half a cosine from the base rate to
+      ``min_lr`` over the run. ``constant``.
+    - ``warmup_epochs``: a linear ramp from 0 over that many epochs, before any of these.
+    """
+
+    def __init__(self, cfg: ScheduleConfig, base_lr: float, steps_per_epoch: int, epochs: int):
+        self.cfg, self.base_lr = cfg, base_lr
+        self.steps_per_epoch, self.epochs = max(1, steps_per_epoch), epochs
+        self.drops = 0
+        self.best = math.inf
+        self.bad_epochs = 0
+
+    def lr(self, epoch: int, step_in_epoch: int) -> float:
+        cfg = self.cfg
+        t = epoch + step_in_epoch / self.steps_per_epoch  # epochs done, fractional
+        if cfg.name == "plateau":
+            rate = self.base_lr * cfg.factor**self.drops
+        elif cfg.name == "step":
+            rate = self.base_lr * cfg.factor ** (epoch // cfg.step_size)
+        elif cfg.name == "cosine":
+            span = max(self.epochs - cfg.warmup_epochs, 1e-9)
+            progress = min(max(t - cfg.warmup_epochs, 0.0) / span, 1.0)
+            rate = cfg.min_lr + (self.base_lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+        else:
+            rate = self.base_lr
+        if cfg.warmup_epochs > 0 and t < cfg.warmup_epochs:
+            rate *= (step_in_epoch + 1 + epoch * self.steps_per_epoch) / (
+                cfg.warmup_epochs * self.steps_per_epoch
+            )
+        return rate
+
+    def end_epoch(self, epoch: int, val_error: float) -> str | None:
+        """Feed the epoch's validation error; returns a message when the plateau rule drops the rate."""
+        if self.cfg.name != "plateau" or not math.isfinite(val_error):
+            return None
+        if val_error < self.best:
+            self.best, self.bad_epochs = val_error, 0
+            return None
+        self.bad_epochs += 1
+        if self.bad_epochs > self.cfg.patience and self.drops < self.cfg.max_drops:
+            self.drops += 1
+            self.bad_epochs = 0
+            new = self.base_lr * self.cfg.factor**self.drops
+            return (
+                f"epoch {epoch + 1}: validation error {val_error:.2f} % has not improved on "
+                f"{self.best:.2f} % "
+                f"for {self.cfg.patience + 1} epochs; learning rate ÷{1 / self.cfg.factor:g} to {new:g} "
+                f"(drop {self.drops} of {self.cfg.max_drops})"
+            )
+        return None
+
+    def state_dict(self) -> dict:
+        return {"drops": self.drops, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.drops, self.best, self.bad_epochs = (
+            int(state["drops"]),
+            float(state["best"]),
+            int(state["bad_epochs"]),
+        )
