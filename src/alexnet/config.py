@@ -20,6 +20,8 @@ from .models.alexnet import DROPPABLE_LAYERS, INITS, POOLS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # per-channel statistics of the CIFAR-10 training set, [0, 1]
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,9 @@ def _presets() -> dict[str, RunConfig]:
     figure1 = RunConfig(
         "figure1",
         model=ModelConfig(name="figure1", dropout=0.0),
-        data=DataConfig(crop=32, flip=False, lighting="none"),
+        data=DataConfig(
+            crop=32, flip=False, lighting="none", normalize="channel", mean=CIFAR10_MEAN, std=CIFAR10_STD
+        ),
         optim=OptimConfig(lr=0.01, weight_decay=0.0),
         schedule=ScheduleConfig(name="constant"),
         train=TrainConfig(epochs=30, batch_size=128),
@@ -151,7 +155,7 @@ def _presets() -> dict[str, RunConfig]:
     cifar10 = RunConfig(
         "cifar10",
         model=ModelConfig(name="cifar10"),
-        data=DataConfig(crop=28, ten_crop=False),
+        data=DataConfig(crop=28, normalize="channel", mean=CIFAR10_MEAN, std=CIFAR10_STD),
         optim=OptimConfig(lr=0.02, weight_decay=5e-4, nesterov=True),
         schedule=ScheduleConfig(name="cosine", warmup_epochs=1.0),
         train=TrainConfig(epochs=30, batch_size=128),

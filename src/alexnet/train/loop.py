@@ -286,6 +286,8 @@ def _fit(config: RunConfig, device: torch.device, dist: DistInfo, resume: bool, 
         }
 
     def save(name: str, epoch: int, partial_sums=None) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            _check_finite(torch.tensor([math.nan]), epoch, train_loader.position, run_dir)  # never save them
         if dist.is_main:
             save_checkpoint(ckpt_dir / name, checkpoint_state(epoch, partial_sums))
 
