@@ -27,7 +27,7 @@ LRN_LAYERS = ("conv1", "conv2")  # §3.3: after the ReLU of conv1 and conv2, bef
 # §3.3: k = 2, n = 5, α = 1e-4, β = 0.75; torch (and Krizhevsky's code) divide α by n.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 POOLS = {"overlapping": (3, 2), "non-overlapping": (2, 2)}  # §3.4: (window, stride)
-INITS = ("paper", "caffe", "torch")
+INITS = ("paper", "caffe", "torch", "kaiming")
 
 
 def make_activation(name: str) -> nn.Module:
@@ -184,7 +184,7 @@ class AlexNet(nn.Module):
     - ``widths``: output channels of conv1..conv5.
     - ``init``: ``paper`` (weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7; §5),
       ``caffe`` (bvlc_alexnet: biases 0.1 there, fc6/fc7 weights N(0, 0.005)) or ``torch``
-      (PyTorch's default initialisation).
+      (PyTorch's default initialisation) or ``kaiming`` (He normal, std √(2/fan_in), biases 0).
     - ``input_size``: the input side the classifier is sized for (227 for the paper).
     """
 
@@ -353,8 +353,14 @@ def _check_positive(**values: int) -> None:
 
 @torch.no_grad()
 def initialize(model: AlexNet, scheme: str) -> None:
-    """Re-initialise: ``paper`` (§5), ``caffe`` (bvlc_alexnet's prototxt) or ``torch`` (leave as built)."""
+    """Re-initialise: ``paper`` (§5), ``caffe`` (bvlc_alexnet), ``kaiming`` (He) or ``torch`` (as built)."""
     if scheme == "torch":
+        return
+    if scheme == "kaiming":  # He et al. 2015: std √(2/fan_in) keeps the signal's scale through ReLU layers
+        for path in model.layer_names():
+            module = model.get_submodule(path)
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
         return
     bias_one = {"conv2", "conv4", "conv5", "fc6", "fc7"}  # §5: biases 1 here, "to accelerate early learning"
     for path, name in model.layer_names().items():

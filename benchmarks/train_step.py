@@ -1,0 +1,143 @@
+"""Training-step throughput: a naive step against our defaults, in one process.
+
+Naive: fp32, NCHW, torch.nn.LocalResponseNorm, eager. Ours: the defaults ``alexnet train`` picks for
+the device (our LRN, channels_last, bf16 autocast where the device has native bf16), optionally
+with torch.compile. Models: ``paper`` at 227 and ``cifar10`` at 28 (its recipe's crop). Also a
+short loss-parity check: the same seed trained a few steps both ways must give close losses.
+
+    python benchmarks/train_step.py [--batch 64] [--steps 5] [--device cpu|cuda] [--compile]
+    python benchmarks/train_step.py --device cuda --batch 256 --store STORE   # + from a prepared store
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from alexnet import build_model
+from alexnet.evaluate import autocast
+from alexnet.models import LocalResponseNorm
+from alexnet.train.loop import resolve_precision
+
+PARITY_STEPS = 3
+
+
+def with_torch_lrn(model: nn.Module) -> nn.Module:
+    """Our LRN modules replaced by torch's, per tower (the same function, torch's implementation)."""
+
+    class PerGroup(nn.Module):
+        def __init__(self, ours: LocalResponseNorm):
+            super().__init__()
+            self.groups = ours.groups
+            self.lrn = nn.LocalResponseNorm(ours.size, ours.alpha, ours.beta, ours.k)
+
+        def forward(self, x):
+            return torch.cat([self.lrn(h) for h in x.chunk(self.groups, 1)], 1)
+
+    for i, m in enumerate(model.features):
+        if isinstance(m, LocalResponseNorm):
+            model.features[i] = PerGroup(m)
+    return model
+
+
+def make_step(model, device, precision, channels_last):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def step(x, y):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def timed(step, x, y, steps, device) -> tuple[float, float]:
+    for _ in range(2):
+        step(x, y)
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step(x, y)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return len(x) / min(times), len(x) / statistics.median(times)
+
+
+def variants(name, size, device, compile_model):
+    precision = resolve_precision("auto", device)
+
+    def naive():
+        torch.manual_seed(0)
+        m = build_model(name, input_size=size)
+        m = with_torch_lrn(m) if name in ("paper", "cifar10") else m
+        return make_step(m.to(device), device, "fp32", channels_last=False)
+
+    def ours():
+        torch.manual_seed(0)
+        m = build_model(name, input_size=size).to(device).to(memory_format=torch.channels_last)
+        if compile_model:
+            m = torch.compile(m)
+        return make_step(m, device, precision, channels_last=True)
+
+    return {
+        "naive (fp32, NCHW, torch LRN, eager)": naive,
+        f"ours ({precision}, channels_last, our LRN{', compiled' if compile_model else ''})": ours,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    name_of = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(
+        f"training step, batch {args.batch}, {args.steps} timed steps after 2 warm-up, on {name_of} "
+        f"({torch.get_num_threads()} threads), torch {torch.__version__}"
+    )
+    ratio = {}
+    for name, size in (("cifar10", 28), ("paper", 227)):
+        x = torch.randn(args.batch, 3, size, size, device=device)
+        y = torch.randint(0, 10 if name == "cifar10" else 1000, (args.batch,), device=device)
+        rates = {}
+        losses = {}
+        for label, make in variants(name, size, device, args.compile).items():
+            step = make()
+            best, median = timed(step, x, y, args.steps, device)
+            rates[label] = best
+            parity = make()  # the same initial weights: both paths must follow the same loss curve
+            losses[label] = [float(parity(x, y).detach()) for _ in range(PARITY_STEPS)][-1]
+            print(f"  {name:<8} {label:<52} {best:8.1f} img/s (median {median:.1f})")
+        naive_rate, our_rate = rates.values()
+        ratio[name] = our_rate / naive_rate
+        first, second = losses.values()
+        print(
+            f"  {name:<8} loss after {PARITY_STEPS} steps on one batch: naive {first:.4f}, "
+            f"ours {second:.4f}; "
+            f"speedup {ratio[name]:.2f}×"
+        )
+    print(
+        f"speedup of our defaults over the naive step: cifar10 {ratio['cifar10']:.2f}×, "
+        f"paper {ratio['paper']:.2f}×"
+    )
+
+
+if __name__ == "__main__":
+    main()
