@@ -16,33 +16,14 @@ import statistics
 import time
 
 import torch
-from torch import nn
+from lrn import with_torch_lrn  # benchmarks/lrn.py: torch's LRN per tower
 from torch.nn import functional as F
 
 from alexnet import build_model
 from alexnet.evaluate import autocast
-from alexnet.models import LocalResponseNorm
 from alexnet.train.loop import resolve_precision
 
 PARITY_STEPS = 3
-
-
-def with_torch_lrn(model: nn.Module) -> nn.Module:
-    """Our LRN modules replaced by torch's, per tower (the same function, torch's implementation)."""
-
-    class PerGroup(nn.Module):
-        def __init__(self, ours: LocalResponseNorm):
-            super().__init__()
-            self.groups = ours.groups
-            self.lrn = nn.LocalResponseNorm(ours.size, ours.alpha, ours.beta, ours.k)
-
-        def forward(self, x):
-            return torch.cat([self.lrn(h) for h in x.chunk(self.groups, 1)], 1)
-
-    for i, m in enumerate(model.features):
-        if isinstance(m, LocalResponseNorm):
-            model.features[i] = PerGroup(m)
-    return model
 
 
 def make_step(model, device, precision, channels_last):

@@ -17,3 +17,16 @@ def require(path: pathlib.Path) -> pathlib.Path:
     if not path.is_dir():
         pytest.skip(f"{path} is missing (the shared data sets live in ../shared/datasets beside the repo)")
     return path
+
+
+def cifar_slice(root: pathlib.Path, per_class: dict[str, int]) -> pathlib.Path:
+    """An ImageFolder of symlinks to the first N images per class of each CIFAR-10 split."""
+    import os
+
+    cifar = require(CIFAR)
+    for split, n in per_class.items():
+        for cls in sorted((cifar / split).iterdir()):
+            (root / split / cls.name).mkdir(parents=True)
+            for f in sorted(cls.iterdir())[:n]:
+                os.symlink(f, root / split / cls.name / f.name)
+    return root

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CIFAR, require
+from conftest import cifar_slice
 
 from alexnet.data import prepare
 from alexnet.train import load_checkpoint
@@ -19,13 +19,8 @@ from alexnet.train import load_checkpoint
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    cifar = require(CIFAR)
     root = tmp_path_factory.mktemp("slice")
-    for split, per_class in (("train", 64), ("test", 10)):
-        for cls in sorted((cifar / split).iterdir()):
-            (root / "src" / split / cls.name).mkdir(parents=True)
-            for f in sorted(cls.iterdir())[:per_class]:
-                os.symlink(f, root / "src" / split / cls.name / f.name)
+    cifar_slice(root / "src", {"train": 64, "test": 10})
     prepare(root / "src", root / "store", workers=1, progress=False)
     return root / "store"
 

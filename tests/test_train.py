@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CIFAR, require
+from conftest import cifar_slice
 
 from alexnet import AlexNetError, build_model
 from alexnet.cli import main
@@ -18,13 +18,8 @@ from alexnet.train.checkpoint import load_model_state
 @pytest.fixture(scope="module")
 def cifar_store(tmp_path_factory):
     """A 2,500-image CIFAR-10 slice: 200 training and 50 test images per class."""
-    cifar = require(CIFAR)
     root = tmp_path_factory.mktemp("cifar")
-    for split, per_class in (("train", 200), ("test", 50)):
-        for cls in sorted((cifar / split).iterdir()):
-            (root / "src" / split / cls.name).mkdir(parents=True)
-            for f in sorted(cls.iterdir())[:per_class]:
-                os.symlink(f, root / "src" / split / cls.name / f.name)
+    cifar_slice(root / "src", {"train": 200, "test": 50})
     prepare(root / "src", root / "store", workers=2, progress=False)
     return root / "store"
 

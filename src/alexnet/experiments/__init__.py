@@ -1,0 +1,1 @@
+"""Studies of the paper's choices, one module each, built on ``fit``."""
