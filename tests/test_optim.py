@@ -67,3 +67,16 @@ def test_step_cosine_and_warmup():
     assert [warm.lr(0, i) for i in (0, 9)] == pytest.approx([0.1 / 20, 0.1 / 2])
     assert warm.lr(1, 9) == pytest.approx(0.1) and warm.lr(2, 0) == pytest.approx(0.1)
     assert math.isclose(Schedule(ScheduleConfig(name="constant"), 0.3, 5, 5).lr(4, 4), 0.3)
+
+
+def test_discrete_rate_changes_are_announced():
+    step = Schedule(ScheduleConfig(name="step", step_size=2), 0.01, 5, 6)
+    assert [step.change_at(e) for e in (0, 1, 3)] == [None, None, None]
+    assert step.change_at(2) == "epoch 3: learning rate 0.01 → 0.001 (step schedule)"
+    assert Schedule(ScheduleConfig(name="cosine", warmup_epochs=1), 0.1, 4, 10).change_at(1) is None
+    assert Schedule(ScheduleConfig(), 0.01, 5, 90).describe() == (
+        "learning rate 0.01: ÷10 after 3 epochs without a better validation error, at most 3 times"
+    )
+    assert Schedule(ScheduleConfig(name="cosine", warmup_epochs=1), 0.02, 5, 15).describe() == (
+        "learning rate 0.02: cosine down to 0 by epoch 15, after a linear warm-up from 0 over 1 epochs"
+    )

@@ -260,6 +260,7 @@ def _fit(config: RunConfig, device: torch.device, dist: DistInfo, resume: bool, 
             f"training {config.model.name} ({config.preset} recipe) on {device}, {precision}, "
             f"{dist.world_size} process(es), {len(train_split)} training images → {run_dir}"
         )
+        log.message(schedule.describe())
 
     def checkpoint_state(epoch: int, partial_sums) -> dict:
         return {
@@ -301,6 +302,9 @@ def _fit(config: RunConfig, device: torch.device, dist: DistInfo, resume: bool, 
     try:
         for epoch in range(start_epoch, t.epochs):
             train_loader.set_epoch(epoch)
+            change = schedule.change_at(epoch)
+            if change and train_loader.position == 0:
+                log.message(change)
             started = time.perf_counter()
             log.start_epoch(epoch, t.epochs, len(train_loader), train_loader.position)
             sums = train_one_epoch(

@@ -89,6 +89,34 @@ class Schedule:
             )
         return rate
 
+    def describe(self) -> str:
+        """One line for the log at the start of training."""
+        cfg = self.cfg
+        rule = {
+            "plateau": f"÷{1 / cfg.factor:g} after {cfg.patience + 1} epochs without a better validation "
+            f"error, at most {cfg.max_drops} times",
+            "step": f"÷{1 / cfg.factor:g} every {cfg.step_size} epochs",
+            "cosine": f"cosine down to {cfg.min_lr:g} by epoch {self.epochs}",
+            "constant": "constant",
+        }[cfg.name]
+        warmup = (
+            f", after a linear warm-up from 0 over {cfg.warmup_epochs:g} epochs" if cfg.warmup_epochs else ""
+        )
+        return f"learning rate {self.base_lr:g}: {rule}{warmup}"
+
+    def change_at(self, epoch: int) -> str | None:
+        """A line for the log when a step schedule drops the rate at the start of ``epoch``.
+
+        Cosine and warm-up change the rate every step (it is in every metrics row); plateau drops are
+        reported by ``end_epoch``.
+        """
+        if epoch == 0 or self.cfg.name != "step":
+            return None
+        before, now = self.lr(epoch - 1, self.steps_per_epoch - 1), self.lr(epoch, 0)
+        if math.isclose(before, now, rel_tol=1e-6):
+            return None
+        return f"epoch {epoch + 1}: learning rate {before:.4g} → {now:.4g} (step schedule)"
+
     def end_epoch(self, epoch: int, val_error: float) -> str | None:
         """Feed the epoch's validation error; returns a message when the plateau rule drops the rate."""
         if self.cfg.name != "plateau" or not math.isfinite(val_error):
