@@ -215,3 +215,15 @@ def test_presets_follow_their_sources():
     d2l = preset("d2l")
     assert (d2l.data.source, d2l.data.size) == ("fashion-mnist", 224)
     assert (d2l.optim.lr, d2l.train.epochs) == (0.01, 10)
+
+
+def test_paper_init_leaves_no_input_signal_and_he_init_keeps_it(cifar_store):
+    from alexnet.experiments.init_study import signal_at_init
+
+    paper = signal_at_init(str(cifar_store), "paper")
+    he = signal_at_init(str(cifar_store), "kaiming")
+    mean, std = paper["relu_mean_std"][1]  # conv2: measured 1.00 ± 0.018, the bias of 1 dwarfs the input
+    assert mean > 0.9 and std < 0.05
+    assert paper["logit_spread"] < 1e-4  # measured 3e-6: every image gets the same logits
+    assert he["logit_spread"] > 0.05  # measured 0.36
+    assert min(d for _, d in he["relu_mean_std"]) > 0.2  # the signal survives every layer
