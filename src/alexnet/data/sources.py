@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -153,8 +154,6 @@ def resolve_source(spec: str | Path, cache_dir: Path | None = None) -> Source:
 
 def cached_store_path(source: Source, size: int | None, cache_dir: Path | None = None) -> Path:
     """Where ``open_data`` keeps the store it prepares for a source: one folder per (source, size)."""
-    import hashlib
-
     key = hashlib.sha256(f"{source.description}|{size}".encode()).hexdigest()[:12]
     name = Path(source.description).name or "data"
     return Path(cache_dir or default_cache_dir()) / "stores" / f"{name}-{key}"

@@ -65,20 +65,21 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
                 break
     if not isinstance(state, dict):
         raise AlexNetError(f"{path} holds a {type(state).__name__}, not a state_dict")
-    result = model.load_state_dict(_shape_checked(model, state, path), strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise AlexNetError(
-            f"{path} does not fit this model: missing {result.missing_keys[:4]}, "
-            f"unexpected {result.unexpected_keys[:4]}"
-        )
+    check_state_fits(model, state, path)
+    model.load_state_dict(state)
 
 
-def _shape_checked(model: nn.Module, state: dict, path: Path) -> dict:
+def check_state_fits(model: nn.Module, state: dict, source: str | Path) -> None:
+    """Raise, naming the first difference, unless ``state`` has exactly ``model``'s keys and shapes."""
     own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise AlexNetError(
+            f"{source} does not fit this model: missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     for key, value in state.items():
-        if key in own and tuple(own[key].shape) != tuple(value.shape):
+        if tuple(own[key].shape) != tuple(value.shape):
             raise AlexNetError(
-                f"{path}: {key} has shape {tuple(value.shape)} but the model expects "
+                f"{source}: {key} has shape {tuple(value.shape)} but the model expects "
                 f"{tuple(own[key].shape)} (another architecture or number of classes?)"
             )
-    return state

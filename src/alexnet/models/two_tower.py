@@ -91,15 +91,9 @@ class TwoTowerAlexNet(nn.Module):
         _check_grouped(model)
         a, b = self.tower_a, self.tower_b
         with torch.no_grad():
-            for name in CONVS:
+            for name in (*CONVS, "fc6", "fc7"):  # every split layer: first half of its outputs to tower a
                 src = model.layer(name)
-                half = src.out_channels // 2
-                for tower, rows in ((a, slice(0, half)), (b, slice(half, None))):
-                    getattr(tower, name).weight.copy_(src.weight[rows])
-                    getattr(tower, name).bias.copy_(src.bias[rows])
-            for name in ("fc6", "fc7"):
-                src = model.layer(name)
-                half = src.out_features // 2
+                half = src.weight.shape[0] // 2
                 for tower, rows in ((a, slice(0, half)), (b, slice(half, None))):
                     getattr(tower, name).weight.copy_(src.weight[rows])
                     getattr(tower, name).bias.copy_(src.bias[rows])

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import AlexNetError
+from ..models.registry import check_state_fits
 
 CHECKPOINT_FORMAT = "alexnet-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -90,17 +91,5 @@ def load_model_state(model: nn.Module, state: dict, path: str | Path = "checkpoi
         )
     if arch.get("name") not in (None, getattr(target, "arch", None)) and not hasattr(target, "tower_a"):
         raise AlexNetError(f"{path} holds a {arch['name']!r} model, not {getattr(target, 'arch', '?')!r}")
-    own = target.state_dict()
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    if missing or unexpected:
-        raise AlexNetError(
-            f"{path} does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    for key, value in saved.items():
-        if tuple(value.shape) != tuple(own[key].shape):
-            raise AlexNetError(
-                f"{path}: {key} has shape {tuple(value.shape)}, the model expects "
-                f"{tuple(own[key].shape)} (another architecture or class count)"
-            )
+    check_state_fits(target, saved, path)
     target.load_state_dict(saved)

@@ -288,7 +288,7 @@ def _fit(config: RunConfig, device: torch.device, dist: DistInfo, resume: bool, 
 
     def save(name: str, epoch: int, partial_sums=None) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            _check_finite(torch.tensor([math.nan]), epoch, train_loader.position, run_dir)  # never save them
+            _stop_on_nan(epoch, train_loader.position, run_dir)  # never save non-finite weights
         if dist.is_main:
             save_checkpoint(ckpt_dir / name, checkpoint_state(epoch, partial_sums))
 
@@ -386,11 +386,15 @@ def _fit(config: RunConfig, device: torch.device, dist: DistInfo, resume: bool, 
 
 def _check_finite(sums: torch.Tensor, epoch: int, step: int, run_dir: Path) -> None:
     if not math.isfinite(float(sums[0])):
-        raise AlexNetError(
-            f"the loss became NaN or infinite in epoch {epoch + 1} (by step {step}); stopped. "
-            f"The last good checkpoint is {run_dir / 'checkpoints' / 'last.pt'}: resume from it "
-            f"with a lower learning rate (--set optim.lr=...)"
-        )
+        _stop_on_nan(epoch, step, run_dir)
+
+
+def _stop_on_nan(epoch: int, step: int, run_dir: Path) -> None:
+    raise AlexNetError(
+        f"the loss became NaN or infinite in epoch {epoch + 1} (by step {step}); stopped. "
+        f"The last good checkpoint is {run_dir / 'checkpoints' / 'last.pt'}: resume from it "
+        f"with a lower learning rate (--set optim.lr=...)"
+    )
 
 
 def train_one_epoch(
