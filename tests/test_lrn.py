@@ -26,6 +26,10 @@ def test_equals_torch_lrn_forward_and_backward_fp32(size, channels_last):
     out_o, g_o = _grads(ours, x, g)
     torch.testing.assert_close(out_o, out_r, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g_o, g_r, rtol=1e-5, atol=1e-6)
+    # The layout passes through: a channels_last net stays channels_last after LRN, both ways, so
+    # the next convolution does not pay for a transposition.
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert out_o.is_contiguous(memory_format=fmt) and g_o.is_contiguous(memory_format=fmt)
 
 
 def test_strong_normalisation_regime_matches_torch():

@@ -34,17 +34,33 @@ def _padded(
     """
     channels = x.shape[2]
     shape = (x.shape[0], x.shape[1], before + channels + after, *x.shape[3:])
-    key = (shape, x.dtype, x.device)
+    # The buffer's memory order follows x's (channels_last included): with the channel axis laid
+    # out as in x every pass below is a plain streaming loop, not a transposition, and the output
+    # keeps x's layout for the next layer.
+    order = _memory_order(x)
+    key = (shape, order, x.dtype, x.device)
     if workspace is not None and x.device.type == "cpu":
         buf = workspace.get(key)
         if buf is None:
             workspace.clear()  # one size at a time: a new batch shape replaces the old buffer
-            buf = workspace[key] = x.new_empty(shape)
+            buf = workspace[key] = _empty_in_order(x, shape, order)
     else:
-        buf = x.new_empty(shape)
+        buf = _empty_in_order(x, shape, order)
     buf[:, :, :before].fill_(fill)
     buf[:, :, before + channels :].fill_(fill)
     return buf, buf[:, :, before : before + channels]
+
+
+def _memory_order(x: Tensor) -> tuple[int, ...]:
+    """x's dimensions from outermost to innermost in memory (stable for size-1 dims)."""
+    return tuple(sorted(range(x.dim()), key=lambda d: (-x.stride(d), d)))
+
+
+def _empty_in_order(x: Tensor, shape: tuple[int, ...], order: tuple[int, ...]) -> Tensor:
+    """An empty tensor of ``shape`` whose dimensions are laid out in memory in ``order``."""
+    storage_shape = [shape[d] for d in order]
+    inverse = sorted(range(len(order)), key=lambda i: order[i])
+    return x.new_empty(storage_shape).permute(inverse)
 
 
 def _window_sum(buf: Tensor, size: int, channels: int) -> Tensor:
