@@ -154,13 +154,17 @@ def _presets() -> dict[str, RunConfig]:
     )
     # Inputs normalised per channel (std ≈ 1), so weights need He's scale: the paper's fixed N(0, 0.01)
     # was sized for raw 0–255 pixels and leaves no signal here (README, "The paper's init").
+    # The budget is 60 min on a 2-core CPU, and the net underfits in it (train error 14.5 % after
+    # 15 epochs with dropout 0.5), so the recipe buys epochs and fits faster (README, "CIFAR-10"):
+    # §3.2's two groups on conv2/4/5 make a step 1.45× cheaper at the same error per epoch, and
+    # dropout 0.25 with lr 0.04 fit faster than 0.5 with 0.02 in 4-epoch trials.
     cifar10 = RunConfig(
         "cifar10",
-        model=ModelConfig(name="cifar10", init="kaiming"),
-        data=DataConfig(crop=28, normalize="channel", mean=CIFAR10_MEAN, std=CIFAR10_STD),
-        optim=OptimConfig(lr=0.02, weight_decay=5e-4, nesterov=True),
+        model=ModelConfig(name="cifar10", init="kaiming", groups=2, dropout=0.25),
+        data=DataConfig(crop=28, normalize="channel", mean=CIFAR10_MEAN, std=CIFAR10_STD, ten_crop=True),
+        optim=OptimConfig(lr=0.04, weight_decay=5e-4, nesterov=True),
         schedule=ScheduleConfig(name="cosine", warmup_epochs=1.0),
-        train=TrainConfig(epochs=15, batch_size=128),
+        train=TrainConfig(epochs=22, batch_size=128, label_smoothing=0.1),
     )
     return {c.preset: c for c in (paper, torchvision, d2l, figure1, cifar10)}
 
