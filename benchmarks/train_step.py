@@ -3,7 +3,9 @@
 Naive: fp32, NCHW, torch.nn.LocalResponseNorm, eager. Ours: the defaults ``alexnet train`` picks for
 the device (our LRN, channels_last, bf16 autocast where the device has native bf16), optionally
 with torch.compile. Models: ``paper`` at 227 and ``cifar10`` at 28 (its recipe's crop). Also a
-short loss-parity check: the same seed trained a few steps both ways must give close losses.
+short loss-parity check: the same seed trained a few steps both ways must give close losses. On
+the CPU it also prints the ceiling: the paper net's FLOPs per training image against the measured
+fp32 matmul rate, the most any implementation of the same arithmetic can reach here.
 
     python benchmarks/train_step.py [--batch 64] [--steps 5] [--device cpu|cuda] [--compile]
     python benchmarks/train_step.py --device cuda --batch 256 --store STORE   # + from a prepared store
@@ -18,6 +20,7 @@ import time
 import torch
 from lrn import with_torch_lrn  # benchmarks/lrn.py: torch's LRN per tower
 from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from alexnet import build_model
 from alexnet.evaluate import autocast
@@ -58,6 +61,31 @@ def timed(step, x, y, steps, device) -> tuple[float, float]:
     return len(x) / min(times), len(x) / statistics.median(times)
 
 
+def matmul_peak(device, size: int = 2048, repeats: int = 5) -> float:
+    """The device's fp32 matmul rate, FLOP/s: the ceiling a convolution net's step can approach."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best = float("inf")
+    for i in range(repeats + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best
+
+
+def step_flops(name: str, size: int, device) -> float:
+    """FLOPs of one training image (forward and backward), counted by torch's FlopCounterMode."""
+    model = build_model(name, input_size=size).to(device)
+    x = torch.randn(2, 3, size, size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long, device=device)).backward()
+    return counter.get_total_flops() / len(x)
+
+
 def variants(name, size, device, compile_model):
     precision = resolve_precision("auto", device)
 
@@ -93,7 +121,7 @@ def main() -> None:
         f"training step, batch {args.batch}, {args.steps} timed steps after 2 warm-up, on {name_of} "
         f"({torch.get_num_threads()} threads), torch {torch.__version__}"
     )
-    ratio = {}
+    ratio, ours = {}, {}
     for name, size in (("cifar10", 28), ("paper", 227)):
         x = torch.randn(args.batch, 3, size, size, device=device)
         y = torch.randint(0, 10 if name == "cifar10" else 1000, (args.batch,), device=device)
@@ -107,12 +135,23 @@ def main() -> None:
             losses[label] = [float(parity(x, y).detach()) for _ in range(PARITY_STEPS)][-1]
             print(f"  {name:<8} {label:<52} {best:8.1f} img/s (median {median:.1f})")
         naive_rate, our_rate = rates.values()
+        ours[name] = our_rate
         ratio[name] = our_rate / naive_rate
         first, second = losses.values()
         print(
             f"  {name:<8} loss after {PARITY_STEPS} steps on one batch: naive {first:.4f}, "
             f"ours {second:.4f}; "
             f"speedup {ratio[name]:.2f}×"
+        )
+    if device.type == "cpu":
+        # The ceiling: even at the matmul rate, a step cannot beat FLOPs / peak. This is what bounds
+        # the speedup on a CPU without a faster precision (no native bf16 here).
+        peak, flops = matmul_peak(device), step_flops("paper", 227, device)
+        ceiling = peak / flops
+        print(
+            f"  paper    {flops / 1e9:.2f} GFLOP per training image; fp32 matmul peak here "
+            f"{peak / 1e9:.0f} GFLOP/s → at most {ceiling:.1f} img/s; ours runs at "
+            f"{100 * ours['paper'] / ceiling:.0f} % of that ceiling"
         )
     print(
         f"speedup of our defaults over the naive step: cifar10 {ratio['cifar10']:.2f}×, "
