@@ -46,34 +46,33 @@ def make_step(model, device, precision, channels_last):
     return step
 
 
+def clock(device) -> float:
+    """perf_counter after the device's queued work is done (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def timed(step, x, y, steps, device) -> tuple[float, float]:
     for _ in range(2):
         step(x, y)
     times = []
     for _ in range(steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0 = clock(device)
         step(x, y)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+        times.append(clock(device) - t0)
     return len(x) / min(times), len(x) / statistics.median(times)
 
 
 def matmul_peak(device, size: int = 2048, repeats: int = 5) -> float:
     """The device's fp32 matmul rate, FLOP/s: the ceiling a convolution net's step can approach."""
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    a @ b  # warm-up
     best = float("inf")
-    for i in range(repeats + 2):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    for _ in range(repeats):
+        t0 = clock(device)
         a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            best = min(best, time.perf_counter() - t0)
+        best = min(best, clock(device) - t0)
     return 2 * size**3 / best
 
 
@@ -121,27 +120,22 @@ def from_store(path: str, batch: int, steps: int, device, compile_model: bool) -
     augment = build_transforms(config, store)[0]
     split = store.split("train" if "train" in store.splits else next(iter(store.splits)))
     loader = StoreLoader(split, batch, seed=0, drop_last=True, device=device)
-    torch.manual_seed(0)
-    model = build_model("paper", num_classes=len(store.classes)).to(device)
-    model = model.to(memory_format=torch.channels_last)
-    step = make_step(
-        torch.compile(model) if compile_model else model, device, resolve_precision("auto", device), True
-    )
+    step = list(variants("paper", 227, device, compile_model).values())[-1]()  # the same "ours" step
     generator = torch.Generator(device=device).manual_seed(0)
-    done, start = 0, None
-    while done < steps + 2:
-        for images, labels in loader:
-            if done == 2:  # two warm-up steps, then the clock
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-            step(augment(images, generator), labels.to(device, non_blocking=True))
-            done += 1
-            if done == steps + 2:
-                break
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - start)
+
+    def batches():  # epoch after epoch, however small the store
+        while True:
+            yield from loader
+
+    feed = batches()
+    for _ in range(2):  # warm-up
+        images, labels = next(feed)
+        step(augment(images, generator), labels.to(device, non_blocking=True))
+    t0 = clock(device)
+    for _ in range(steps):
+        images, labels = next(feed)
+        step(augment(images, generator), labels.to(device, non_blocking=True))
+    return steps * batch / (clock(device) - t0)
 
 
 def main() -> None:
