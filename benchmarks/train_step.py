@@ -23,8 +23,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from alexnet import build_model
-from alexnet.evaluate import autocast
-from alexnet.train.loop import resolve_precision
+from alexnet.runtime import autocast, resolve_precision
 
 PARITY_STEPS = 3
 
@@ -86,7 +85,7 @@ def step_flops(name: str, size: int, device) -> float:
 
 
 def variants(name, size, device, compile_model):
-    precision = resolve_precision("auto", device)
+    precision, _ = resolve_precision("auto", device)
 
     def naive():
         torch.manual_seed(0)
@@ -111,13 +110,13 @@ def from_store(path: str, batch: int, steps: int, device, compile_model: bool) -
     """Our paper step fed by the real input path: StoreLoader + the paper's augmentation on ``device``."""
     from alexnet.config import override, preset
     from alexnet.data import StoreLoader, open_data
-    from alexnet.train.loop import build_transforms
+    from alexnet.recipe import build_transforms
 
     store = open_data(path)
     config = preset("paper")
     if store.mean is None:  # a store without a training split has no mean image
         config = override(config, {"data.normalize": "channel", "data.lighting": "imagenet"})
-    augment = build_transforms(config, store)[0]
+    augment = build_transforms(config, store).train
     split = store.split("train" if "train" in store.splits else next(iter(store.splits)))
     loader = StoreLoader(split, batch, seed=0, drop_last=True, device=device)
     step = list(variants("paper", 227, device, compile_model).values())[-1]()  # the same "ours" step

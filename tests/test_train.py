@@ -8,11 +8,11 @@ import torch
 from conftest import cifar_slice
 
 from alexnet import AlexNetError, build_model
+from alexnet.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from alexnet.cli import main
 from alexnet.config import override, preset, resolve
 from alexnet.data import prepare
-from alexnet.train import fit, load_checkpoint, save_checkpoint
-from alexnet.train.checkpoint import load_model_state
+from alexnet.train import fit
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +135,14 @@ def test_two_tower_split_trains_through_the_same_loop(tmp_path):
     )
     result = fit(config, progress=False)
     assert len(result.history) == 1 and result.final["count"] == 4
-    state = load_checkpoint(tmp_path / "run")
-    assert "tower_a.conv1.weight" in state["model"]
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert "features.0.weight" in state["model"]  # one schema: the grouped model's names
+    # the checkpoint evaluates like any other, to the numbers the run itself reported
+    evaluated = main(["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "store"), "--split", "val"])
+    assert evaluated == 0
+    # and resumes into two towers for a second epoch
+    more = fit(override(config, {"train.epochs": "2"}), resume=True, progress=False)
+    assert [r["epoch"] for r in more.history] == [1, 2]
 
 
 class Evil:
@@ -180,11 +186,11 @@ def test_checkpoint_for_another_model_or_class_count(tmp_path):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(cifar_store, tmp_path):
     good = quick(cifar_store, tmp_path / "run")
     fit(good, progress=False)
-    before = load_checkpoint(tmp_path / "run")["model"]
+    before = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
     exploding = override(good, {"optim.lr": "1e30", "train.epochs": "2"})  # overflows float32
     with pytest.raises(AlexNetError, match=r"loss became NaN or infinite in epoch 2 .* last good checkpoint"):
         fit(exploding, resume=True, progress=False)
-    after = load_checkpoint(tmp_path / "run")
+    after = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert after["epoch"] == 1
     assert all(torch.equal(before[k], after["model"][k]) for k in before)
 
@@ -213,7 +219,7 @@ def test_presets_follow_their_sources():
     assert (tv.optim.weight_decay, tv.train.batch_size) == (1e-4, 256)
     assert (tv.schedule.name, tv.schedule.step_size) == ("step", 30)
     d2l = preset("d2l")
-    assert (d2l.data.source, d2l.data.size) == ("fashion-mnist", 224)
+    assert (d2l.data.source, d2l.data.resize) == ("fashion-mnist", 224)
     assert (d2l.optim.lr, d2l.train.epochs) == (0.01, 10)
 
 

@@ -1,8 +1,10 @@
 """alexnet: AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) as published, its variants, and its tools."""
 
 from ._version import __version__
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, preset, preset_names
 from .errors import AlexNetError
+from .evaluate import evaluate_checkpoint
 from .models import (
     AlexNet,
     Figure1Net,
@@ -12,11 +14,7 @@ from .models import (
     list_models,
     summarize,
 )
-
-# isort: off
-from .train import fit  # before .evaluate, which imports train.distributed
-from .evaluate import evaluate_checkpoint
-# isort: on
+from .train import fit
 
 __all__ = [
     "AlexNet",
@@ -30,7 +28,9 @@ __all__ = [
     "evaluate_checkpoint",
     "fit",
     "list_models",
+    "load_checkpoint",
     "preset",
     "preset_names",
+    "save_checkpoint",
     "summarize",
 ]

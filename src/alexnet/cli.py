@@ -47,12 +47,8 @@ def _parse_sets(items: list[str]) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import yaml
-
-    from .config import from_dict, override, resolve
-    from .train import fit
+    from .config import resolve
+    from .train import fit, resume_config
 
     sets = _parse_sets(args.set)
     flags = {
@@ -69,20 +65,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "train.two_devices": args.two_devices,
     }
     sets.update({k: v for k, v in flags.items() if v is not None})
-    saved = Path(args.out) / "config.yaml" if args.out else None
-    if args.resume and args.preset is None and args.config is None and saved is not None and saved.is_file():
-        config = override(from_dict(yaml.safe_load(saved.read_text())), sets)  # continue the run as it was
+    if args.resume and args.out is None:
+        raise AlexNetError("--resume continues the run in --out RUN_DIR; give --out")
+    if args.resume and args.preset is None and args.config is None:
+        config = resume_config(args.out, sets)  # continue the run as it was
     else:
         config = resolve(args.preset or "paper", yaml_file=args.config, sets=sets)
     result = fit(config, resume=args.resume)
-    print(
-        f"run {result.run_dir}: best validation top-1 error {result.best_val_top1_error:.2f} %"
-        + (
-            f", final top-1 {result.final['top1_error']:.2f} % top-5 {result.final['top5_error']:.2f} %"
-            if result.final
-            else ""
+    line = f"run {result.run_dir}: best validation top-1 error {result.best_val_top1_error:.2f} %"
+    if result.best_epoch is not None:
+        line += f" (epoch {result.best_epoch}, checkpoints/best.pt)"
+    if result.final:
+        final = result.final
+        line += (
+            f"; final model on {final['split']}: top-1 {final['top1_error']:.2f} % "
+            f"top-5 {final['top5_error']:.2f} %"
         )
-    )
+    if result.best:
+        line += f"; best.pt on {result.final['split']}: top-1 {result.best['top1_error']:.2f} %"
+    print(line)
     return 0
 
 
@@ -90,6 +91,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from .evaluate import evaluate_checkpoint
+    from .fileio import check_writable_target, write_atomic
+
+    if args.json:
+        check_writable_target(args.json)  # before the evaluation, not after it
 
     result = evaluate_checkpoint(
         args.checkpoint,
@@ -101,7 +106,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     view = "ten-crop" if args.ten_crop else "centre crop"
     print(
-        f"{args.checkpoint} on {result['split']} ({result['count']} images, {view}): "
+        f"{result['checkpoint']} (epoch {result['epoch']}) on {result['split']} "
+        f"({result['count']} images, {view}): "
         f"top-1 error {result['top1_error']:.2f} %, top-5 error {result['top5_error']:.2f} %, "
         f"loss {result['loss']:.4f}"
     )
@@ -116,9 +122,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "split",
             "ten_crop",
             "classes",
+            "checkpoint",
+            "epoch",
         )
-        with open(args.json, "w") as f:
-            json.dump({k: result[k] for k in keys}, f, indent=1)
+        write_atomic(args.json, json.dumps({k: result[k] for k in keys}, indent=1))
     return 0
 
 
@@ -160,13 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("train", help="train a model with a named recipe")
-    p.add_argument("--preset", default=None, help="paper, torchvision, d2l, figure1, cifar10 (default paper)")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="the recipe: paper, torchvision, d2l, figure1, cifar10 (paper unless --resume or --config)",
+    )
     p.add_argument(
         "--data", default=None, help="a prepared store, an ImageFolder root or a torchvision set name"
     )
-    p.add_argument("--epochs", default=None)
-    p.add_argument("--batch-size", default=None, help="global batch size")
-    p.add_argument("--lr", default=None)
+    p.add_argument("--epochs", default=None, help="epochs to train in all (a resume may raise it)")
+    p.add_argument("--batch-size", default=None, help="global batch size, split over torchrun's processes")
+    p.add_argument("--lr", default=None, help="base learning rate (optim.lr)")
     p.add_argument(
         "--set",
         action="append",
@@ -179,24 +190,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default=None, help="auto, fp32, bf16 or fp16")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last memory format (default on)",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--seed", default=None)
+    p.add_argument("--seed", default=None, help="seed of the weights, the order and the augmentation")
     p.add_argument(
         "--two-devices", default=None, metavar="A,B", help="the paper's two-tower split, e.g. cuda:0,cuda:1"
     )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="top-1/top-5 error, per-class accuracy and confusion of a checkpoint")
-    p.add_argument("checkpoint", help="a checkpoint file or a run directory (its last checkpoint)")
+    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (its best.pt, else last.pt)")
     p.add_argument(
         "--data", required=True, help="a prepared store, an ImageFolder root or a torchvision set name"
     )
-    p.add_argument("--split", default=None, help="split to evaluate (default val, else test)")
+    p.add_argument("--split", default=None, help="split to evaluate (default test, else val)")
     p.add_argument("--ten-crop", action="store_true", help="average the softmax of ten crops (§4.1)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     p.set_defaults(func=_cmd_evaluate)
     return parser
 

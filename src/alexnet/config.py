@@ -53,6 +53,11 @@ class DataConfig:
     source: str | None = None  # --data: a store, an ImageFolder root or a torchvision set name
     size: int | None = None  # prepare: short side and crop, pixels (None: 256, or smaller sets' own)
     crop: int = 227  # training and evaluation crop, pixels (§4.1 says 224; Caffe's 227 fits the net)
+    # random: §4.1's random crop×crop windows of the stored image; resized: torchvision's
+    # RandomResizedCrop (area 8–100 %, aspect 3/4–4/3, resized to crop×crop) for training, and
+    # evaluation on the centre crop×crop of the stored image
+    crop_mode: str = "random"
+    resize: int | None = None  # bilinear resize of the crop to this side on the device (d2l: 28 → 224)
     flip: bool = True  # §4.1 horizontal reflections
     lighting: str = "store"  # §4.1 PCA lighting: store (the training set's eigenpairs), imagenet, none
     lighting_std: float = 0.1  # §4.1: α ~ N(0, 0.1)
@@ -61,8 +66,12 @@ class DataConfig:
     std: tuple[float, ...] = IMAGENET_STD
     ten_crop: bool = False  # §4.1 test-time ten crops (evaluation at the end of training)
     train_split: str = "train"
-    val_split: str | None = None  # None: val, else test
-    limit_train: int | None = None  # use only the first N training images (slices for quick runs)
+    # None: the data's val split, else a held-out part of train; the test split validates (picks
+    # rate drops and best.pt) only when named here
+    val_split: str | None = None
+    holdout: float = 0.1  # fraction of train held out for validation when there is no val split
+    holdout_seed: int = 0  # the held-out images are the same for every training seed
+    limit_train: int | None = None  # use only N training images, evenly spaced (slices for quick runs)
     limit_val: int | None = None
     workers: int | None = None  # processes for a first-use prepare
 
@@ -74,6 +83,9 @@ class OptimConfig:
     momentum: float = 0.9  # §5
     weight_decay: float = 5e-4  # §5
     nesterov: bool = False
+    # False: biases in a group of their own without weight decay (cuda-convnet, which the paper
+    # used, set no weight cost on biases; §5's rule decays "weights")
+    bias_decay: bool = True
 
 
 @dataclass(frozen=True)
@@ -115,11 +127,15 @@ class RunConfig:
 
 
 def _presets() -> dict[str, RunConfig]:
-    paper = RunConfig("paper", data=DataConfig(ten_crop=True))
+    paper = RunConfig(
+        "paper",
+        data=DataConfig(ten_crop=True),
+        optim=OptimConfig(name="paper_sgd", bias_decay=False),  # §5's rule; biases not decayed
+    )
     torchvision = RunConfig(
         "torchvision",
         model=ModelConfig(name="torchvision"),
-        data=DataConfig(crop=224, lighting="none", normalize="channel"),
+        data=DataConfig(crop=224, crop_mode="resized", lighting="none", normalize="channel"),
         optim=OptimConfig(weight_decay=1e-4),
         schedule=ScheduleConfig(name="step", step_size=30),
         train=TrainConfig(batch_size=256),
@@ -129,13 +145,13 @@ def _presets() -> dict[str, RunConfig]:
         model=ModelConfig(name="d2l"),
         data=DataConfig(
             source="fashion-mnist",
-            size=224,
-            crop=224,
+            crop=28,  # the whole 28×28 image, stored once at its own size
+            resize=224,  # the book's transforms.Resize(224), done on the batch
             flip=False,
             lighting="none",
             normalize="channel",
-            mean=(0.5,),
-            std=(0.5,),
+            mean=(0.0,),  # the book's ToTensor() alone: pixels in [0, 1]
+            std=(1.0,),
         ),
         optim=OptimConfig(momentum=0.0, weight_decay=0.0),
         schedule=ScheduleConfig(name="constant"),
@@ -185,6 +201,7 @@ CHOICES = {
     "model.init": INITS,
     "data.lighting": ("store", "imagenet", "none"),
     "data.normalize": ("mean_image", "channel"),
+    "data.crop_mode": ("random", "resized"),
     "optim.name": ("sgd", "paper_sgd"),
     "schedule.name": ("plateau", "step", "cosine", "constant"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
@@ -247,32 +264,105 @@ def override(config: RunConfig, values: dict) -> RunConfig:
     return resolved
 
 
-def validate(config: RunConfig) -> None:
-    """Values no type can rule out: ranges and combinations."""
+def _ranges(config: RunConfig) -> list[tuple[str, bool, str]]:
+    """(key, ok, the range it must be in) for every numeric field and every combination."""
     t, o, d, s, m = config.train, config.optim, config.data, config.schedule, config.model
-    checks = [
-        (t.epochs >= 1, f"train.epochs must be ≥ 1, got {t.epochs}"),
-        (t.batch_size >= 1, f"train.batch_size must be ≥ 1, got {t.batch_size}"),
-        (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
-        (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
-        (o.weight_decay >= 0, f"optim.weight_decay must be ≥ 0, got {o.weight_decay}"),
-        (0 < s.factor < 1, f"schedule.factor must be in (0, 1), got {s.factor}"),
-        (d.crop >= 1, f"data.crop must be ≥ 1, got {d.crop}"),
-        (0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}"),
+
+    def optional_at_least(value, low):
+        return value is None or value >= low
+
+    return [
+        ("model.dropout", 0 <= m.dropout < 1, "in [0, 1)"),
+        ("model.groups", m.groups in (None, 1, 2), "1 or 2"),
         (
-            set(m.drop_layers) <= DROPPABLE_LAYERS,
-            f"model.drop_layers may name conv3, conv4, conv5, got {m.drop_layers}",
+            "model.widths",
+            m.widths is None or (len(m.widths) == 5 and min(m.widths) >= 1),
+            "5 positive numbers",
+        ),
+        ("model.drop_layers", set(m.drop_layers) <= DROPPABLE_LAYERS, "a subset of conv3, conv4, conv5"),
+        ("data.size", optional_at_least(d.size, 1), "≥ 1 pixel"),
+        ("data.crop", d.crop >= 1, "≥ 1 pixel"),
+        ("data.resize", optional_at_least(d.resize, 1), "≥ 1 pixel"),
+        ("data.lighting_std", d.lighting_std >= 0, "≥ 0"),
+        ("data.mean", len(d.mean) >= 1 and all(0 <= v <= 1 for v in d.mean), "values in [0, 1]"),
+        (
+            "data.std",
+            len(d.std) == len(d.mean) and all(v > 0 for v in d.std),
+            "as many positive values as mean",
+        ),
+        ("data.holdout", 0 < d.holdout < 1, "in (0, 1)"),
+        ("data.holdout_seed", d.holdout_seed >= 0, "≥ 0"),
+        ("data.limit_train", optional_at_least(d.limit_train, 1), "≥ 1 (or none)"),
+        ("data.limit_val", optional_at_least(d.limit_val, 1), "≥ 1 (or none)"),
+        ("data.workers", optional_at_least(d.workers, 1), "≥ 1 (or none)"),
+        ("optim.lr", o.lr > 0, "> 0"),
+        ("optim.momentum", 0 <= o.momentum < 1, "in [0, 1)"),
+        ("optim.weight_decay", o.weight_decay >= 0, "≥ 0"),
+        ("optim.nesterov", not (o.nesterov and o.name == "paper_sgd"), "false with paper_sgd"),
+        ("optim.nesterov", not (o.nesterov and o.momentum == 0), "false without momentum"),
+        ("schedule.factor", 0 < s.factor < 1, "in (0, 1)"),
+        ("schedule.patience", s.patience >= 0, "≥ 0 epochs"),
+        ("schedule.max_drops", s.max_drops >= 0, "≥ 0"),
+        ("schedule.step_size", s.step_size >= 1, "≥ 1 epoch"),
+        ("schedule.warmup_epochs", 0 <= s.warmup_epochs <= t.epochs, "in [0, train.epochs]"),
+        ("schedule.min_lr", 0 <= s.min_lr < o.lr, "in [0, optim.lr)"),
+        ("train.epochs", t.epochs >= 1, "≥ 1"),
+        ("train.batch_size", t.batch_size >= 1, "≥ 1"),
+        ("train.seed", t.seed >= 0, "≥ 0"),
+        ("train.label_smoothing", 0 <= t.label_smoothing < 1, "in [0, 1)"),
+        ("train.checkpoint_every", t.checkpoint_every >= 0, "≥ 0 steps (0: epoch ends only)"),
+        ("train.log_every", t.log_every >= 1, "≥ 1 step"),
+        ("train.device", _device_name_ok(t.device), "auto, cpu, cuda or cuda:N"),
+        ("train.two_devices", t.two_devices is None or len(t.two_devices) == 2, "two devices, e.g. cpu,cpu"),
+        (
+            "train.two_devices",
+            t.two_devices is None or m.name == "paper",
+            "set only for the paper model (§3.2)",
         ),
         (
-            t.two_devices is None or len(t.two_devices) == 2,
-            f"train.two_devices needs two devices, got {t.two_devices}",
+            "train.two_devices",
+            t.two_devices is None or all(_device_name_ok(x) and x != "auto" for x in t.two_devices),
+            "two of cpu, cuda, cuda:N",
         ),
-        (t.two_devices is None or m.name == "paper", "train.two_devices splits only the paper model (§3.2)"),
-        (not (o.nesterov and o.name == "paper_sgd"), "optim.nesterov does not apply to paper_sgd"),
     ]
-    for ok, message in checks:
+
+
+def _device_name_ok(name: str) -> bool:
+    return name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
+
+
+def validate(config: RunConfig) -> None:
+    """Every field's range and the combinations no type can rule out, checked before anything runs."""
+    for key, ok, allowed in _ranges(config):
         if not ok:
-            raise AlexNetError(message)
+            section, _, name = key.partition(".")
+            value = getattr(getattr(config, section), name)
+            raise AlexNetError(f"{key} must be {allowed}, got {value!r}")
+
+
+# What --resume may change without changing the run: how long, where and how fast it runs, and
+# the learning rate (the NaN stop suggests a lower one).
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "train.epochs",
+        "train.device",
+        "train.precision",
+        "train.compile",
+        "train.channels_last",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.out",
+        "data.source",
+        "data.workers",
+        "optim.lr",
+    }
+)
+
+
+def config_differences(saved: RunConfig, new: RunConfig) -> list[tuple[str, object, object]]:
+    """(key, saved value, new value) for each field a resume may not change."""
+    a, b = flatten(to_dict(saved)), flatten(to_dict(new))
+    return [(k, a[k], b.get(k)) for k in a if k not in RESUME_MAY_CHANGE and a[k] != b.get(k)]
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -290,10 +380,14 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 def load_yaml(path: str | Path) -> dict:
     """A YAML config file as flat overrides; ``preset: NAME`` in it picks the base recipe."""
     path = Path(path)
+    if path.is_dir():
+        raise AlexNetError(f"--config {path} is a folder; give a YAML file")
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise AlexNetError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AlexNetError(f"config file {path} cannot be read ({exc})") from None
     except yaml.YAMLError as exc:
         raise AlexNetError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(tree, dict):

@@ -6,21 +6,18 @@ sums are added over ranks, so every rank returns the global numbers.
 
 from __future__ import annotations
 
-import contextlib
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .train.distributed import DistInfo, all_reduce_sum
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for a precision name (fp32: none)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+from .checkpoint import check_classes, load_checkpoint, load_model_state, resolve_checkpoint
+from .config import from_dict
+from .data import StoreLoader, open_data
+from .errors import AlexNetError
+from .recipe import build_for_run, eval_transform
+from .runtime import DistInfo, all_reduce_sum, autocast, resolve_device, resolve_precision
 
 
 @torch.no_grad()
@@ -96,50 +93,39 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int = 128,
 ) -> dict:
-    """Evaluate a checkpoint (or a run directory's last one) on a split of ``data``.
+    """Evaluate a checkpoint (a run directory stands for its best.pt, else last.pt) on a split.
 
     The model, its classes and its input normalisation (mean image or mean/std, crop size) come
     from the checkpoint, so any store of the same classes can be evaluated.
     """
-    from .config import from_dict
-    from .data import EvalTransform, StoreLoader, open_data
-    from .data.transforms import Normalization
-    from .errors import AlexNetError
-    from .train.checkpoint import load_checkpoint, load_model_state
-    from .train.loop import build_for_run, resolve_device, resolve_precision
-
+    path = resolve_checkpoint(path)
     state = load_checkpoint(path)
     config = from_dict(state["config"])
     dev = resolve_device(device)
     store = open_data(data)
-    if list(store.classes) != list(state["classes"]):
-        raise AlexNetError(
-            f"{data} has {len(store.classes)} classes that differ from the checkpoint's "
-            f"{len(state['classes'])}; evaluate on the data the model was trained for"
-        )
-    name = split or ("val" if "val" in store.splits else "test")
+    check_classes(state["classes"], store.classes, str(data), path)
+    name = split or ("test" if "test" in store.splits else "val" if "val" in store.splits else None)
+    if name is None:
+        raise AlexNetError(f"{data} has no test or val split; name one with --split")
     model = build_for_run(config, len(state["classes"]), state["arch"]["in_channels"])
     load_model_state(model, state, path)
     model = model.to(dev).to(memory_format=torch.channels_last)
-    norm_state = state["normalization"]
-    if norm_state["kind"] == "mean_image":
-        norm = Normalization(mean_image=norm_state["mean_image"].float())
-        if tuple(norm.mean_image.shape[:2]) != (store.size, store.size):
-            raise AlexNetError(
-                f"the checkpoint's mean image is {tuple(norm.mean_image.shape[:2])}, the store's images "
-                f"{store.size}×{store.size}; prepare the data at the training size"
-            )
-    else:
-        norm = Normalization(mean=tuple(norm_state["mean"]), std=tuple(norm_state["std"]))
-    transform = EvalTransform(int(state["crop"]), norm, ten_crop=ten_crop)
+    norm = state["normalization"]
+    if norm["kind"] == "mean_image" and tuple(norm["mean_image"].shape[:2]) != (store.size, store.size):
+        raise AlexNetError(
+            f"the checkpoint's mean image is {tuple(norm['mean_image'].shape[:2])}, the store's images "
+            f"{store.size}×{store.size}; prepare the data at the training size"
+        )
     loader = StoreLoader(store.split(name), batch_size, shuffle=False, device=dev)
+    precision, _ = resolve_precision(config.train.precision, dev)
     result = evaluate(
-        model,
-        loader,
-        transform,
-        len(state["classes"]),
-        dev,
-        precision=resolve_precision(config.train.precision, dev),
+        model, loader, eval_transform(state, ten_crop), len(state["classes"]), dev, precision=precision
     )
-    result.update(split=name, ten_crop=ten_crop, classes=list(state["classes"]))
+    result.update(
+        split=name,
+        ten_crop=ten_crop,
+        classes=list(state["classes"]),
+        checkpoint=str(Path(path)),
+        epoch=int(state.get("epoch", 0)),
+    )
     return result

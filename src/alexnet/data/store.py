@@ -29,16 +29,68 @@ STORE_VERSION = 1
 META_FILE = "store.json"
 
 
+class RowSubset:
+    """Rows ``rows`` of a (memory-mapped) array, read only when indexed: a subset of a 250 GB
+    split costs its index, not a copy."""
+
+    def __init__(self, base, rows: np.ndarray) -> None:
+        if isinstance(base, RowSubset):  # a subset of a subset indexes the original directly
+            base, rows = base.base, base.rows[rows]
+        self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.base.shape[1:])
+
+    @property
+    def dtype(self):
+        return self.base.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.base[self.rows[index]]
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.asarray(self.base[self.rows])
+        return out if dtype is None else out.astype(dtype)
+
+
 @dataclass(frozen=True)
 class Split:
     """One split of a store: memory-mapped images and their labels."""
 
     name: str
-    images: np.ndarray  # uint8 [N, H, W, C], memory-mapped
+    images: np.ndarray | RowSubset  # uint8 [N, H, W, C], memory-mapped
     labels: np.ndarray  # int64 [N]
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def subset(self, rows: np.ndarray, name: str | None = None) -> Split:
+        """The images at ``rows`` (in that order), read lazily from this split's store."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return Split(name or self.name, RowSubset(self.images, rows), np.asarray(self.labels[rows]))
+
+    def evenly_spaced(self, limit: int | None) -> Split:
+        """``limit`` evenly spaced images: stores are sorted by class, so every class keeps its share."""
+        if limit is None or limit >= len(self):
+            return self
+        return self.subset(np.unique(np.round(np.linspace(0, len(self) - 1, limit)).astype(np.int64)))
+
+    def hold_out(self, fraction: float, seed: int) -> tuple[Split, Split]:
+        """(the rest, a held-out ``fraction``): stratified (each class gives its share, at least one
+        image of a class with two or more) and drawn from ``seed`` alone."""
+        rng = np.random.default_rng(seed)
+        held: list[np.ndarray] = []
+        for label in np.unique(self.labels):
+            members = np.flatnonzero(self.labels == label)
+            k = min(len(members) - 1, max(1, round(fraction * len(members))))
+            held.append(rng.permutation(members)[:k])
+        held_rows = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+        rest = np.setdiff1d(np.arange(len(self)), held_rows)
+        return self.subset(rest), self.subset(held_rows, f"{self.name} (held out)")
 
 
 @dataclass(frozen=True)
@@ -69,13 +121,31 @@ class Store:
 
 
 def is_store(path: str | Path) -> bool:
-    meta = Path(path) / META_FILE
-    if not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text()).get("format") == STORE_FORMAT
-    except (OSError, ValueError):
-        return False
+    """Whether ``path`` is meant as a store (it has a store.json); ``open_store`` says if it is a good one."""
+    return (Path(path) / META_FILE).is_file()
+
+
+def _check_meta(meta, meta_path: Path) -> None:
+    """A store.json of the wrong shape is one line naming what is wrong, not a KeyError later."""
+
+    def bad(what: str) -> AlexNetError:
+        return AlexNetError(f"{meta_path} is damaged ({what}); prepare the store again")
+
+    if not isinstance(meta, dict):
+        raise bad(f"a JSON {type(meta).__name__}, not an object")
+    if meta.get("format") != STORE_FORMAT or meta.get("version") != STORE_VERSION:
+        raise AlexNetError(f"{meta_path} is not a version-{STORE_VERSION} {STORE_FORMAT}; prepare it again")
+    for key, kind in (("size", int), ("channels", int), ("classes", list), ("splits", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise bad(f"{key!r} missing or not a{'n' if kind is int else ''} {kind.__name__}")
+    if not meta["classes"] or not all(isinstance(c, str) for c in meta["classes"]):
+        raise bad("'classes' must be a non-empty list of names")
+    for name, info in meta["splits"].items():
+        if not isinstance(info, dict) or not isinstance(info.get("count"), int):
+            raise bad(f"split {name!r} has no image count")
+    pca = meta.get("pca")
+    if pca is not None and not (isinstance(pca, dict) and {"eigvals", "eigvecs"} <= set(pca)):
+        raise bad("'pca' lacks eigvals or eigvecs")
 
 
 def open_store(path: str | Path) -> Store:
@@ -88,10 +158,9 @@ def open_store(path: str | Path) -> Store:
         )
     try:
         meta = json.loads(meta_path.read_text())
-    except ValueError as exc:
-        raise AlexNetError(f"{meta_path} is damaged ({exc}); prepare the store again") from None
-    if meta.get("format") != STORE_FORMAT or meta.get("version") != STORE_VERSION:
-        raise AlexNetError(f"{meta_path} is not a version-{STORE_VERSION} {STORE_FORMAT}; prepare it again")
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise AlexNetError(f"{meta_path} is damaged (not JSON: {exc}); prepare the store again") from None
+    _check_meta(meta, meta_path)
     splits = {}
     for name, info in meta["splits"].items():
         images = _load(root / name / "images.npy", mmap=True)
@@ -100,6 +169,12 @@ def open_store(path: str | Path) -> Store:
             raise AlexNetError(
                 f"{root / name} holds {images.shape[0]} images and {labels.shape[0]} labels, "
                 f"{META_FILE} says {info['count']}; prepare the store again"
+            )
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(meta["classes"])):
+            raise AlexNetError(
+                f"{root / name / 'labels.npy'} has labels outside 0..{len(meta['classes']) - 1} "
+                f"({int(labels.min())}..{int(labels.max())}) for {len(meta['classes'])} classes; "
+                f"prepare the store again"
             )
         splits[name] = Split(name, images, labels)
     pca = meta.get("pca")

@@ -8,10 +8,12 @@ numbers, a ``torch.Generator``; the same generator state gives the same output o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from ..errors import AlexNetError
 
@@ -26,6 +28,11 @@ IMAGENET_EIGVECS = (
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LIGHTING_STD = 0.1  # §4.1: α_i ~ N(0, 0.1)
+# torchvision's RandomResizedCrop defaults: the window covers 8–100 % of the image's area, with an
+# aspect ratio (width/height) drawn log-uniformly from 3/4–4/3; 10 tries, then a central window.
+RRC_SCALE = (0.08, 1.0)
+RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+RRC_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,9 @@ class TrainTransform:
     eigvals: Tensor | None = None  # enables PCA lighting
     eigvecs: Tensor | None = None
     lighting_std: float = LIGHTING_STD
+    # copy: per-image slice copies (fastest on the CPU); gather: one indexed gather (GPUs);
+    # auto: copy on the CPU, gather elsewhere. Both give the same numbers (tested).
+    path: str = "auto"
 
     def __call__(self, images: Tensor, generator: torch.Generator, out: Tensor | None = None) -> Tensor:
         b, h, w, c = images.shape
@@ -197,7 +207,11 @@ class TrainTransform:
             offset = 255.0 * (mean if shift is None else mean - shift)  # (x − 255·mean + 255·shift)/(255·std)
             scale = (1.0 / (torch.tensor(norm.std, device=device) * 255.0)).repeat(self.size)
         offsets = None if offset is None else offset.repeat(1, self.size)  # [B, size·C]
-        if device.type == "cpu":
+        if self.path not in ("auto", "copy", "gather"):
+            raise AlexNetError(f"TrainTransform path must be auto, copy or gather, got {self.path!r}")
+        if self.path == "copy" or (self.path == "auto" and device.type == "cpu"):
+            if device.type != "cpu":
+                raise AlexNetError("the copy path of TrainTransform runs on the CPU; use path='gather'")
             x = out if out is not None else torch.empty((b, self.size, self.size, c))
             _crop_into(images, crops, x, mean_image, offsets, scale)
         else:
@@ -234,3 +248,122 @@ class EvalTransform:
             x.sub_(torch.tensor(norm.mean, device=images.device) * 255.0)
             x.mul_(1.0 / (torch.tensor(norm.std, device=images.device) * 255.0))
         return x.permute(0, 1, 4, 2, 3) if self.ten_crop else _to_model_layout(x)
+
+
+def sample_resized_crops(
+    batch: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    scale: tuple[float, float] = RRC_SCALE,
+    ratio: tuple[float, float] = RRC_RATIO,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """torchvision's ``RandomResizedCrop.get_params`` for a whole batch: (top, left, h, w), int64 [B].
+
+    Each image gets ``RRC_ATTEMPTS`` draws of (area fraction, log aspect ratio) at once; the first
+    draw whose window fits is used, and an image with none gets the central window of the largest
+    allowed aspect ratio, as torchvision does.
+    """
+    area = height * width
+    target = torch.empty(batch, RRC_ATTEMPTS).uniform_(scale[0], scale[1], generator=generator) * area
+    log_ratio = torch.empty(batch, RRC_ATTEMPTS).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
+    aspect = log_ratio.exp()
+    w = (target * aspect).sqrt().round().long()
+    h = (target / aspect).sqrt().round().long()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.long().argmax(1)  # the first attempt that fits (0 when none does)
+    rows = torch.arange(batch)
+    w, h, found = w[rows, first], h[rows, first], fits.any(1)
+    image_ratio = width / height
+    if image_ratio < ratio[0]:
+        fallback = (round(width / ratio[0]), width)
+    elif image_ratio > ratio[1]:
+        fallback = (height, round(height * ratio[1]))
+    else:
+        fallback = (height, width)
+    h = torch.where(found, h, fallback[0])
+    w = torch.where(found, w, fallback[1])
+    u = torch.rand(batch, 2, generator=generator)  # torch.randint with a per-image upper bound
+    top = torch.where(found, (u[:, 0] * (height - h + 1)).long(), (height - h) // 2)
+    left = torch.where(found, (u[:, 1] * (width - w + 1)).long(), (width - w) // 2)
+    return top, left, h, w
+
+
+def _window_grid(start: Tensor, length: Tensor, full: int, out: int, flip: Tensor | None) -> Tensor:
+    """grid_sample coordinates ([B, out], in [-1, 1]) that resize the window [start, start + length)
+    of a side of ``full`` pixels to ``out`` pixels exactly as F.interpolate(bilinear,
+    align_corners=False) does on the cropped window (sample points clamped to the window)."""
+    dst = torch.arange(out, dtype=torch.float64) + 0.5
+    src = start[:, None].double() + dst * (length[:, None].double() / out) - 0.5
+    src = torch.minimum(torch.maximum(src, start[:, None].double()), (start + length - 1)[:, None].double())
+    if flip is not None:
+        src = torch.where(flip[:, None], (2 * start + length - 1)[:, None].double() - src, src)
+    return ((2 * src + 1) / full - 1).float()
+
+
+def resized_crop(images: Tensor, top: Tensor, left: Tensor, h: Tensor, w: Tensor, size: int, flip: Tensor):
+    """The windows (top, left, h, w) of uint8 [B, H, W, C] resized to size×size (bilinear, no
+    antialiasing) and mirrored where ``flip``: float [B, C, size, size] in 0–255 units, one call."""
+    _, height, width, _ = images.shape
+    device = images.device
+    gx = _window_grid(left, w, width, size, flip).to(device)
+    gy = _window_grid(top, h, height, size, None).to(device)
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
+    x = images.permute(0, 3, 1, 2).float()
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+@dataclass(frozen=True)
+class ResizedCropTransform:
+    """torchvision's training augmentation, batched and seeded: RandomResizedCrop(size) (area 8–100 %,
+    aspect 3/4–4/3, bilinear) and a horizontal flip, then PCA lighting if asked and normalisation.
+
+    torchvision's reference resizes PIL images with antialiasing; this resize has none (it is one
+    grid_sample for the batch). The difference is confined to windows larger than ``size``.
+    """
+
+    size: int
+    normalization: Normalization
+    flip: bool = True
+    eigvals: Tensor | None = None
+    eigvecs: Tensor | None = None
+    lighting_std: float = LIGHTING_STD
+
+    def __call__(self, images: Tensor, generator: torch.Generator, out: Tensor | None = None) -> Tensor:
+        b, height, width, _ = images.shape
+        top, left, h, w = sample_resized_crops(b, height, width, generator)
+        flips = torch.rand(b, generator=generator) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool)
+        x = resized_crop(images, top, left, h, w, self.size, flips)  # [B, C, s, s], 0–255
+        norm, device = self.normalization, images.device
+        if norm.mean_image is not None:
+            mean = norm.mean_image.to(device)[None].expand(b, -1, -1, -1)
+            x -= resized_crop(mean, top, left, h, w, self.size, flips)
+        if self.eigvals is not None:
+            shift = lighting(b, self.eigvals, self.eigvecs, generator, self.lighting_std).to(device)
+            x += 255.0 * shift[:, :, None, None]
+        if norm.mean is not None:
+            x -= 255.0 * torch.tensor(norm.mean, device=device)[:, None, None]
+            x *= 1.0 / (255.0 * torch.tensor(norm.std, device=device))[:, None, None]
+        x = x.contiguous(memory_format=torch.channels_last)
+        if out is not None:
+            return _to_model_layout(out).copy_(x)
+        return x
+
+
+@dataclass(frozen=True)
+class Resized:
+    """Another transform's output resized to size×size on the batch's device (bilinear), e.g. d2l's
+    28×28 Fashion-MNIST shown to the net at 224×224 (the book's transforms.Resize(224))."""
+
+    transform: TrainTransform | ResizedCropTransform | EvalTransform
+    size: int
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None, out: Tensor | None = None):
+        x = self.transform(images, generator)
+        lead = x.shape[:-3]
+        flat = x.reshape(-1, *x.shape[-3:])
+        y = F.interpolate(flat, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        y = y.contiguous(memory_format=torch.channels_last)
+        return y.reshape(*lead, *y.shape[1:]) if len(lead) > 1 else y

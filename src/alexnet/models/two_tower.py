@@ -69,9 +69,10 @@ class TwoTowerAlexNet(nn.Module):
         self.tower_b = _Tower(dropout)
         self.fc8 = nn.Linear(HIDDEN, num_classes)
         self.load_grouped(AlexNet("paper", num_classes=num_classes, dropout=dropout, init=init))
+        self.place()
 
     def place(self) -> TwoTowerAlexNet:
-        """Move tower a and fc8 to the first device and tower b to the second."""
+        """Move tower a and fc8 to the first device and tower b to the second (done when built)."""
         self.tower_a.to(self.devices[0])
         self.fc8.to(self.devices[0])
         self.tower_b.to(self.devices[1])
@@ -85,7 +86,7 @@ class TwoTowerAlexNet(nn.Module):
         dropout = next(m.p for m in model.classifier if isinstance(m, nn.Dropout))
         net = cls(model.num_classes, dropout=dropout, init="torch", devices=devices)
         net.load_grouped(model)
-        return net.place()
+        return net
 
     def load_grouped(self, model: AlexNet) -> None:
         _check_grouped(model)

@@ -1,16 +1,16 @@
-"""Training: the loop, optimisers and schedules, checkpoints, logging, torch.distributed glue."""
+"""Training: the loop, optimisers and schedules, the run directory, logging."""
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .loop import RunResult, fit, train_one_epoch
+from .loop import RunResult, fit, resume_config, train_one_epoch
 from .optim import PaperSGD, Schedule, make_optimizer
+from .run_dir import RunDir
 
 __all__ = [
     "PaperSGD",
+    "RunDir",
     "RunResult",
     "Schedule",
     "fit",
-    "load_checkpoint",
     "make_optimizer",
-    "save_checkpoint",
+    "resume_config",
     "train_one_epoch",
 ]

@@ -4,36 +4,48 @@ One process, many (torchrun), or the paper's two-device split all go through the
 Resuming restores the model, optimiser, schedule, scaler, the loader's position in its epoch, the
 augmentation generator and torch's RNG (dropout), and the epoch's running sums, so a resumed run
 continues as if it had never stopped (bit-exact on the CPU with ``train.deterministic``).
+
+The epoch-end sequence is ordered so that a kill at any point resumes cleanly (README,
+"Reliability"): best.pt, then last.pt (whose history is the run's memory), then metrics.jsonl
+(rewritten from that history).
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.nn import functional as F
 
 from .._version import __version__
-from ..config import RunConfig, to_dict
-from ..data import EvalTransform, StoreLoader, TrainTransform, open_data
+from ..checkpoint import check_classes, load_checkpoint, load_model_state, model_state
+from ..config import RunConfig, override, to_dict
+from ..data import StoreLoader, open_data
 from ..data.store import Split, Store
-from ..data.transforms import IMAGENET_EIGVALS, IMAGENET_EIGVECS, Normalization
+from ..data.transforms import TrainTransform
 from ..errors import AlexNetError
-from ..evaluate import autocast, evaluate
-from ..models import TwoTowerAlexNet, build_model
-from .checkpoint import load_checkpoint, load_model_state, save_checkpoint, unwrap
-from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from ..evaluate import evaluate
+from ..models import TwoTowerAlexNet
+from ..recipe import Transforms, build_for_run, build_transforms
+from ..runtime import (
+    DistInfo,
+    all_reduce_sum,
+    autocast,
+    barrier,
+    distributed,
+    resolve_device,
+    resolve_precision,
+)
 from .log import RunLog
 from .optim import Schedule, make_optimizer
+from .run_dir import RunDir
 
 AUG_SEED_STRIDE = 1_000_003  # augmentation generator seed: seed + stride · rank
 
@@ -42,74 +54,59 @@ AUG_SEED_STRIDE = 1_000_003  # augmentation generator seed: seed + stride · ran
 class RunResult:
     run_dir: Path
     history: list[dict] = field(default_factory=list)
-    final: dict | None = None  # the closing evaluation (ten crops when the recipe asks)
+    final: dict | None = None  # the closing evaluation of the final model (ten crops when the recipe asks)
+    best: dict | None = None  # the closing evaluation of best.pt, when it is not the final model
     best_val_top1_error: float = math.inf
+    best_epoch: int | None = None  # 1-based epoch of best.pt
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AlexNetError(f"device {name} asked for, but torch sees no CUDA device; use --device cpu")
-    return device
+def default_run_dir(config: RunConfig) -> Path:
+    return Path("runs") / f"{config.preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """auto: bf16 on GPUs that support it (else fp16), bf16 on CPUs with native bf16, else fp32."""
-    if name != "auto":
-        if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise AlexNetError("this GPU has no bf16; use --precision fp16 or fp32")
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    try:
-        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):
-        native = False
-    return "bf16" if native else "fp32"
+def resume_config(run_dir: str | Path, sets: dict | None = None) -> RunConfig:
+    """The config of the run in ``run_dir`` (its checkpoint's, else its config.yaml's), with ``sets``."""
+    saved = RunDir(run_dir, writer=False).saved_config()
+    if saved is None:
+        raise AlexNetError(f"{run_dir} holds no run to resume (no config.yaml); start one with --preset")
+    return override(saved, {**(sets or {}), "train.out": str(run_dir)})
 
 
-def build_transforms(
-    config: RunConfig, store: Store
-) -> tuple[TrainTransform, EvalTransform, EvalTransform, dict]:
-    """Training, centre-crop and ten-crop transforms from the recipe and the store's statistics."""
-    d = config.data
-    if d.crop > store.size:
+def fit(config: RunConfig, *, resume: bool = False, progress: bool | None = None) -> RunResult:
+    """Train ``config`` to the end, or on from where its run directory stopped (``resume``).
+
+    With ``resume`` the config must be the run's own (``resume_config``), up to the fields
+    ``config.RESUME_MAY_CHANGE`` lists; a run killed before its first checkpoint starts afresh.
+    """
+    if config.data.source is None:
+        raise AlexNetError("no data: pass --data (a store, an ImageFolder root or a torchvision set name)")
+    device = resolve_device(config.train.device)
+    with distributed(device.type == "cuda") as dist:
+        if dist.enabled and device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+        with RunDir(config.train.out or default_run_dir(config), writer=dist.is_main) as run:
+            resume = _check_run_dir(run, config, resume)
+            trainer = Trainer.build(config, run, device, dist, progress)
+            try:
+                return trainer.train(resume)
+            finally:
+                trainer.log.close()
+
+
+def _check_run_dir(run: RunDir, config: RunConfig, resume: bool) -> bool:
+    """Whether there is a checkpoint to resume from; refuse to overwrite or to mix runs."""
+    if config.train.two_devices and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise AlexNetError(
-            f"data.crop {d.crop} is larger than the store's {store.size}×{store.size} images; "
-            f"use --set data.crop=N with N ≤ {store.size}, or prepare with --size"
+            "train.two_devices splits one model over two devices; do not combine it with torchrun"
         )
-    if d.normalize == "mean_image":
-        if store.mean is None:
+    if not resume:
+        if run.has_checkpoint():
             raise AlexNetError(
-                f"{store.root} has no training split, so no mean image; use "
-                f"--set data.normalize=channel or prepare a set with train/"
+                f"{run.root} already holds a run; pass --resume to continue it or choose another --out"
             )
-        mean_image = torch.from_numpy(store.mean.copy())
-        norm = Normalization(mean_image=mean_image)
-        saved = {"kind": "mean_image", "mean_image": mean_image}
-    else:
-        if len(d.mean) != store.channels or len(d.std) != store.channels:
-            raise AlexNetError(f"data.mean/std have {len(d.mean)} values for {store.channels}-channel images")
-        norm = Normalization(mean=tuple(d.mean), std=tuple(d.std))
-        saved = {"kind": "channel", "mean": list(d.mean), "std": list(d.std)}
-    eig = (None, None)
-    if d.lighting == "store" and store.eigvals is not None:
-        eig = (torch.from_numpy(store.eigvals.copy()), torch.from_numpy(store.eigvecs.copy()))
-    elif d.lighting == "imagenet":
-        eig = (torch.tensor(IMAGENET_EIGVALS), torch.tensor(IMAGENET_EIGVECS))
-    train = TrainTransform(
-        d.crop, norm, flip=d.flip, eigvals=eig[0], eigvecs=eig[1], lighting_std=d.lighting_std
-    )
-    return train, EvalTransform(d.crop, norm), EvalTransform(d.crop, norm, ten_crop=True), saved
-
-
-def build_for_run(config: RunConfig, num_classes: int, in_channels: int) -> nn.Module:
-    m = config.model
-    return build_model(
-        m.name, num_classes=num_classes, in_channels=in_channels, input_size=config.data.crop, **m.switches()
-    )
+        return False
+    run.check_resumable(config)
+    return run.has_checkpoint()
 
 
 def _git_sha() -> str | None:
@@ -122,285 +119,354 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def default_run_dir(config: RunConfig) -> Path:
-    return Path("runs") / f"{config.preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+@dataclass
+class Splits:
+    train: Split
+    val: Split
+    final: Split  # what the closing evaluation reports: test when the data has it
 
-
-def _pick_val_split(config: RunConfig, store: Store) -> str:
-    if config.data.val_split:
-        return config.data.val_split
-    for name in ("val", "test"):
-        if name in store.splits:
-            return name
-    raise AlexNetError(f"{store.root} has no val or test split to evaluate on; set data.val_split")
-
-
-def _limited(split: Split, limit: int | None) -> Split:
-    """``limit`` evenly spaced images: stores are sorted by class, so every class keeps its share."""
-    if limit is None or limit >= len(split):
-        return split
-    idx = np.unique(np.round(np.linspace(0, len(split) - 1, limit)).astype(np.int64))
-    return Split(split.name, np.asarray(split.images[idx]), np.asarray(split.labels[idx]))
-
-
-def fit(config: RunConfig, *, resume: bool = False, progress: bool | None = None) -> RunResult:
-    """Train ``config`` to the end (or from where its run directory stopped, with ``resume``)."""
-    t = config.train
-    device = resolve_device(t.device)
-    dist = init_distributed(device.type == "cuda")
-    try:
-        return _fit(config, device, dist, resume, progress)
-    finally:
-        shutdown(dist)
-
-
-def _fit(config: RunConfig, device: torch.device, dist: DistInfo, resume: bool, progress) -> RunResult:
-    t = config.train
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-    if t.two_devices and dist.enabled:
-        raise AlexNetError(
-            "train.two_devices splits one model over two devices; do not combine it with torchrun"
-        )
-    precision = resolve_precision(t.precision, device)
-    if t.deterministic:
-        torch.use_deterministic_algorithms(True)
-    if config.data.source is None:
-        raise AlexNetError("no data: pass --data (a store, an ImageFolder root or a torchvision set name)")
-    run_dir = Path(t.out) if t.out else default_run_dir(config)
-    ckpt_dir = run_dir / "checkpoints"
-    if not resume and (ckpt_dir / "last.pt").exists():
-        raise AlexNetError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+    def describe(self) -> str:
+        return (
+            f"{len(self.train)} training images; validation (rate drops, best.pt) on {self.val.name} "
+            f"({len(self.val)}); final evaluation on {self.final.name} ({len(self.final)})"
         )
 
-    # Rank 0 prepares the data (if needed) while the others wait, then all open the same store.
+
+def choose_splits(config: RunConfig, store: Store) -> Splits:
+    """Train, validation and final-evaluation splits; test validates only when named (data.val_split)."""
+    d = config.data
+    train = store.split(d.train_split)
+    if d.val_split:
+        val = store.split(d.val_split)
+    elif "val" in store.splits:
+        val = store.split("val")
+    else:  # a seeded, stratified part of train: the test split must not choose the model
+        train, val = train.hold_out(d.holdout, d.holdout_seed)
+    final = store.split("test") if "test" in store.splits else val
+    limit = d.limit_val
+    return Splits(train.evenly_spaced(d.limit_train), val.evenly_spaced(limit), final.evenly_spaced(limit))
+
+
+@dataclass
+class Trainer:
+    """Everything one training process holds; its methods are the steps of ``fit``."""
+
+    config: RunConfig
+    run: RunDir
+    device: torch.device  # where the inputs, labels and loss live (tower a's device for two towers)
+    precision: str
+    precision_reason: str
+    dist: DistInfo
+    store: Store
+    splits: Splits
+    transforms: Transforms
+    model: nn.Module  # the bare model
+    net: nn.Module  # what runs the steps: DDP- or compile-wrapped
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    train_loader: StoreLoader
+    val_loader: StoreLoader
+    log: RunLog
+    result: RunResult
+    epoch: int = 0
+    step: int = 0  # optimiser steps since the start of the run
+    partial: list[float] | None = None  # the running sums of an epoch a checkpoint cut
+
+    @classmethod
+    def build(cls, config: RunConfig, run: RunDir, device: torch.device, dist: DistInfo, progress) -> Trainer:
+        t = config.train
+        precision, reason = resolve_precision(t.precision, device)
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True)
+        store = _open_store(config, dist)
+        splits = choose_splits(config, store)
+        transforms = build_transforms(config, store)
+        model, device = _place_model(config, store, device)
+        optimizer = make_optimizer(model, config.optim)
+        net = _wrap(model, config, dist, device)
+        local_batch = t.batch_size // dist.world_size
+        loader_device = "cpu" if t.two_devices else device
+        train_loader = StoreLoader(
+            splits.train, local_batch, seed=t.seed, drop_last=True, device=loader_device, reuse_buffers=True
+        )
+        val_loader = StoreLoader(splits.val, local_batch, shuffle=False, device=loader_device)
+        return cls(
+            config,
+            run,
+            device,
+            precision,
+            reason,
+            dist,
+            store,
+            splits,
+            transforms,
+            model,
+            net,
+            optimizer,
+            Schedule(config.schedule, config.optim.lr, len(train_loader), t.epochs),
+            torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+            torch.Generator().manual_seed(t.seed + AUG_SEED_STRIDE * dist.rank),
+            train_loader,
+            val_loader,
+            RunLog(run.root, enabled=dist.is_main, progress=progress, log_every=t.log_every),
+            RunResult(run.root),
+        )
+
+    # -- the run, top to bottom ------------------------------------------------------------
+    def train(self, resume: bool) -> RunResult:
+        removed = self.run.clean()
+        if resume:
+            self.restore()
+        else:
+            if self.run.has_checkpoint() is False and (self.run.root / "config.yaml").is_file():
+                self.log.message(
+                    f"{self.run.root} has no checkpoint yet: starting the run from the beginning"
+                )
+            self.start()
+        if removed:
+            self.log.message(
+                f"removed {removed} unfinished temporary file(s) a killed write left in {self.run.root}"
+            )
+        for epoch in range(self.epoch, self.config.train.epochs):
+            self.epoch = epoch
+            row = self.train_epoch()
+            self.end_epoch(row)
+        self.final_evaluation()
+        return self.result
+
+    def start(self) -> None:
+        c, t = self.config, self.config.train
+        self.run.start(c, {
+            "version": __version__, "git_sha": _git_sha(), "torch": torch.__version__,
+            "device": str(self.device), "precision": self.precision,
+            "precision_reason": self.precision_reason,
+            "world_size": self.dist.world_size, "started": datetime.now().isoformat(),
+            "data": str(self.store.root), "classes": len(self.store.classes),
+        })  # fmt: skip
+        self.log.message(
+            f"training {c.model.name} ({c.preset} recipe) on {self.device}, {self.dist.world_size} "
+            f"process(es) → {self.run.root}"
+        )
+        self._log_setup()
+        if t.epochs and self.run.writer:
+            self.run.write_history([])
+
+    def _log_setup(self) -> None:
+        self.log.message(f"precision {self.precision} ({self.precision_reason})")
+        self.log.message(self.splits.describe())
+        self.log.message(self.schedule.describe())
+
+    def restore(self) -> None:
+        """Continue from last.pt: weights, optimiser, schedule, scaler, loader, RNGs, sums, history."""
+        state = load_checkpoint(self.run.last)
+        check_classes(state["classes"], self.store.classes, str(self.store.root), self.run.last)
+        load_model_state(self.model, state, self.run.last)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.train_loader.load_state_dict(state["loader"])
+        self.epoch, self.step, self.partial = state["epoch"], state["step"], state.get("partial")
+        self.result.history = list(state["history"])
+        self.result.best_val_top1_error = float(state.get("best_val_top1_error", math.inf))
+        self.result.best_epoch = state.get("best_epoch")
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.run.write_history(self.result.history)  # drop rows of epochs the checkpoint did not reach
+        self.log.message(
+            f"resumed {self.run.root} at epoch {self.epoch + 1}, "
+            f"step {self.train_loader.position} of the epoch"
+        )
+        self._log_setup()
+
+    def train_epoch(self) -> dict:
+        """One epoch from the loader's position, then validation; the metrics row."""
+        self.train_loader.set_epoch(self.epoch)
+        change = self.schedule.change_at(self.epoch)
+        if change and self.train_loader.position == 0:
+            self.log.message(change)
+        started = time.perf_counter()
+        before = self.partial[2] if self.partial else 0.0  # images an earlier process counted
+        self.log.start_epoch(
+            self.epoch, self.config.train.epochs, len(self.train_loader), self.train_loader.position
+        )
+        sums = train_one_epoch(
+            self.net, self.train_loader, self.transforms.train, self.optimizer, self.schedule, self.scaler,
+            self.generator, self.epoch, device=self.device, precision=self.precision,
+            label_smoothing=self.config.train.label_smoothing, partial=self.partial, on_step=self.after_step,
+            log=self.log,
+        )  # fmt: skip
+        self.partial = None
+        self.check_finite(sums, len(self.train_loader))
+        all_reduce_sum(sums, self.dist)
+        val = self.evaluate(self.val_loader, self.transforms.center)
+        seconds = time.perf_counter() - started
+        loss_sum, right, count = sums.tolist()
+        return {
+            "epoch": self.epoch + 1,
+            "train_loss": loss_sum / count,
+            "train_top1_error": 100.0 * (1 - right / count),
+            "val_loss": val["loss"],
+            "val_top1_error": val["top1_error"],
+            "val_top5_error": val["top5_error"],
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "images_per_second": (count - before * self.dist.world_size) / seconds,
+        }
+
+    def end_epoch(self, row: dict) -> None:
+        """best.pt, then last.pt, then metrics.jsonl: a kill between any two resumes cleanly."""
+        drop = self.schedule.end_epoch(self.epoch, row["val_top1_error"])
+        self.result.history.append(row)
+        self.log.end_epoch(row)
+        if drop:
+            self.log.message(drop)
+        if row["val_top1_error"] < self.result.best_val_top1_error:
+            self.result.best_val_top1_error, self.result.best_epoch = row["val_top1_error"], self.epoch + 1
+            self.save(self.run.best, self.epoch + 1)
+        self.save(self.run.last, self.epoch + 1)
+        self.run.write_history(self.result.history)
+
+    def after_step(self, step_in_epoch: int, sums: torch.Tensor) -> None:
+        self.step += 1
+        every = self.config.train.checkpoint_every
+        if every and self.step % every == 0 and step_in_epoch < len(self.train_loader):
+            self.check_finite(sums, step_in_epoch)
+            self.save(self.run.last, self.epoch, sums.tolist())
+
+    def save(self, path: Path, epoch: int, partial: list[float] | None = None) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            self.stop_on_nan(self.train_loader.position)  # never save non-finite weights
+        self.run.save(path, self.checkpoint_state(epoch, partial))
+
+    def checkpoint_state(self, epoch: int, partial: list[float] | None) -> dict:
+        d = self.config.data
+        return {
+            "model": model_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "step": self.step,
+            "loader": self.train_loader.state_dict(),
+            "partial": partial,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "generator": self.generator.get_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            },
+            "history": self.result.history,
+            "best_val_top1_error": self.result.best_val_top1_error,
+            "best_epoch": self.result.best_epoch,
+            "config": to_dict(self.config),
+            "arch": {"name": self.config.model.name, "num_classes": len(self.store.classes),
+                     "in_channels": self.store.channels},
+            "classes": list(self.store.classes),
+            "normalization": self.transforms.saved,
+            "crop": d.crop,
+            "resize": d.resize,
+            "version": __version__,
+        }  # fmt: skip
+
+    def evaluate(self, loader: StoreLoader, transform) -> dict:
+        return evaluate(
+            self.net, loader, transform, len(self.store.classes), self.device,
+            precision=self.precision, dist=self.dist, input_device=self.device,
+        )  # fmt: skip
+
+    def final_evaluation(self) -> None:
+        """The final model, and best.pt when it is another epoch, on the final split (§4.1's ten crops
+        when the recipe asks)."""
+        d = self.config.data
+        transform = self.transforms.ten_crop if d.ten_crop else self.transforms.center
+        loader = StoreLoader(self.splits.final, self.val_loader.batch_size, shuffle=False,
+                             device=self.val_loader.device)  # fmt: skip
+        view = "ten-crop" if d.ten_crop else "centre-crop"
+        last_epoch = len(self.result.history)
+        self.result.final = {**self.evaluate(loader, transform), "ten_crop": d.ten_crop,
+                             "split": self.splits.final.name, "epoch": last_epoch}  # fmt: skip
+        self.log.message(_final_line(f"final model (epoch {last_epoch}), {view}", self.result.final))
+        summary = {k: v for k, v in self.result.final.items() if k != "confusion"}
+        if self.result.best_epoch not in (None, last_epoch) and self.run.best.is_file():
+            load_model_state(self.model, load_checkpoint(self.run.best), self.run.best)
+            self.result.best = {**self.evaluate(loader, transform), "epoch": self.result.best_epoch}
+            self.log.message(
+                _final_line(f"best.pt (epoch {self.result.best_epoch}), {view}", self.result.best)
+            )
+            summary["best"] = {k: v for k, v in self.result.best.items() if k != "confusion"}
+        self.run.write_final(summary)
+
+    # -- stopping ----------------------------------------------------------------------------
+    def check_finite(self, sums: torch.Tensor, step: int) -> None:
+        if not math.isfinite(float(sums[0])):
+            self.stop_on_nan(step)
+
+    def stop_on_nan(self, step: int) -> None:
+        last = self.run.last
+        where = (
+            f"The last good checkpoint is {last}: resume from it"
+            if last.is_file()
+            else "No checkpoint was written yet: start again"
+        )
+        raise AlexNetError(
+            f"the loss became NaN or infinite in epoch {self.epoch + 1} (by step {step}); stopped. "
+            f"{where} with a lower learning rate (--set optim.lr=...)"
+        )
+
+
+def _final_line(what: str, r: dict) -> str:
+    return (
+        f"{what} on {r.get('split', 'the final split')}: top-1 error {r['top1_error']:.2f} %, "
+        f"top-5 error {r['top5_error']:.2f} %, loss {r['loss']:.4f}"
+    )
+
+
+def _open_store(config: RunConfig, dist: DistInfo) -> Store:
+    """Rank 0 prepares the data (if needed) while the others wait, then all open the same store."""
+    d = config.data
     if dist.is_main:
-        store = open_data(config.data.source, size=config.data.size, workers=config.data.workers)
+        store = open_data(d.source, size=d.size, workers=d.workers)
     barrier(dist)
     if not dist.is_main:
-        store = open_data(config.data.source, size=config.data.size, progress=False)
-    train_split = _limited(store.split(config.data.train_split), config.data.limit_train)
-    val_split = _limited(store.split(_pick_val_split(config, store)), config.data.limit_val)
-    train_tf, center_tf, ten_tf, saved_norm = build_transforms(config, store)
+        store = open_data(d.source, size=d.size, progress=False)
+    return store
 
+
+def _place_model(config: RunConfig, store: Store, device: torch.device) -> tuple[nn.Module, torch.device]:
+    """The model on its device(s), and the device its inputs go to."""
+    t = config.train
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = build_for_run(config, len(store.classes), store.channels)
-    input_device = device
     if t.two_devices:
         model = TwoTowerAlexNet.from_grouped(model, devices=t.two_devices)
-        input_device = model.devices[0]
-        device = input_device
+        device = model.devices[0]
     else:
         model = model.to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config.optim)
+    return model, device
+
+
+def _wrap(model: nn.Module, config: RunConfig, dist: DistInfo, device: torch.device) -> nn.Module:
+    t = config.train
     if dist.enabled:
-        if config.train.batch_size % dist.world_size:
+        if t.batch_size % dist.world_size:
             raise AlexNetError(
                 f"train.batch_size {t.batch_size} does not split over {dist.world_size} processes"
             )
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    net = torch.compile(model) if t.compile else model
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-    local_batch = t.batch_size // dist.world_size
-    loader_device = "cpu" if t.two_devices else device
-    train_loader = StoreLoader(
-        train_split, local_batch, seed=t.seed, drop_last=True, device=loader_device, reuse_buffers=True
-    )
-    val_loader = StoreLoader(val_split, local_batch, shuffle=False, device=loader_device)
-    schedule = Schedule(config.schedule, config.optim.lr, len(train_loader), t.epochs)
-    generator = torch.Generator().manual_seed(t.seed + AUG_SEED_STRIDE * dist.rank)
-    log = RunLog(run_dir, enabled=dist.is_main, progress=progress, log_every=t.log_every)
-    result = RunResult(run_dir)
-    start_epoch, global_step, partial = 0, 0, None
-    arch = {"name": config.model.name, "num_classes": len(store.classes), "in_channels": store.channels}
-
-    if resume:
-        state = load_checkpoint(ckpt_dir / "last.pt")
-        load_model_state(model, state, ckpt_dir / "last.pt")
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
-        train_loader.load_state_dict(state["loader"])
-        start_epoch, global_step, partial = state["epoch"], state["step"], state.get("partial")
-        result.history = list(state["history"])
-        result.best_val_top1_error = min([r["val_top1_error"] for r in result.history], default=math.inf)
-        torch.set_rng_state(state["rng"]["torch"])
-        generator.set_state(state["rng"]["generator"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        log.message(
-            f"resumed {run_dir} at epoch {start_epoch + 1}, step {train_loader.position} of the epoch"
-        )
-    elif dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-        (run_dir / "run.json").write_text(
-            json.dumps(
-                {
-                    "version": __version__,
-                    "git_sha": _git_sha(),
-                    "torch": torch.__version__,
-                    "device": str(device),
-                    "precision": precision,
-                    "world_size": dist.world_size,
-                    "started": datetime.now().isoformat(),
-                    "data": str(store.root),
-                    "classes": len(store.classes),
-                },
-                indent=1,
-            )
-        )
-        log.message(
-            f"training {config.model.name} ({config.preset} recipe) on {device}, {precision}, "
-            f"{dist.world_size} process(es), {len(train_split)} training images → {run_dir}"
-        )
-        log.message(schedule.describe())
-
-    def checkpoint_state(epoch: int, partial_sums) -> dict:
-        return {
-            "model": unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "scaler": scaler.state_dict(),
-            "epoch": epoch,
-            "step": global_step,
-            "loader": train_loader.state_dict(),
-            "partial": partial_sums,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "generator": generator.get_state(),
-                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            },
-            "history": result.history,
-            "config": to_dict(config),
-            "arch": arch,
-            "classes": list(store.classes),
-            "normalization": saved_norm,
-            "crop": config.data.crop,
-            "version": __version__,
-        }
-
-    def save(name: str, epoch: int, partial_sums=None) -> None:
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            _stop_on_nan(epoch, train_loader.position, run_dir)  # never save non-finite weights
-        if dist.is_main:
-            save_checkpoint(ckpt_dir / name, checkpoint_state(epoch, partial_sums))
-
-    def on_step(step_in_epoch: int, sums: torch.Tensor) -> None:
-        nonlocal global_step
-        global_step += 1
-        if t.checkpoint_every and global_step % t.checkpoint_every == 0 and step_in_epoch < len(train_loader):
-            _check_finite(sums, epoch, step_in_epoch, run_dir)
-            save("last.pt", epoch, sums.tolist())
-
-    try:
-        for epoch in range(start_epoch, t.epochs):
-            train_loader.set_epoch(epoch)
-            change = schedule.change_at(epoch)
-            if change and train_loader.position == 0:
-                log.message(change)
-            started = time.perf_counter()
-            log.start_epoch(epoch, t.epochs, len(train_loader), train_loader.position)
-            sums = train_one_epoch(
-                net,
-                train_loader,
-                train_tf,
-                optimizer,
-                schedule,
-                scaler,
-                generator,
-                epoch,
-                device=device,
-                input_device=input_device,
-                precision=precision,
-                label_smoothing=t.label_smoothing,
-                partial=partial,
-                on_step=on_step,
-                log=log,
-            )
-            partial = None
-            _check_finite(sums, epoch, len(train_loader), run_dir)
-            all_reduce_sum(sums, dist)
-            val = evaluate(
-                net,
-                val_loader,
-                center_tf,
-                len(store.classes),
-                device,
-                precision=precision,
-                dist=dist,
-                input_device=input_device,
-            )
-            drop = schedule.end_epoch(epoch, val["top1_error"])
-            seconds = time.perf_counter() - started
-            loss_sum, right, count = sums.tolist()
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": loss_sum / count,
-                "train_top1_error": 100.0 * (1 - right / count),
-                "val_loss": val["loss"],
-                "val_top1_error": val["top1_error"],
-                "val_top5_error": val["top5_error"],
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": seconds,
-                "images_per_second": count / seconds,
-            }
-            result.history.append(row)
-            log.end_epoch(row)
-            if drop:
-                log.message(drop)
-            save("last.pt", epoch + 1)
-            if val["top1_error"] < result.best_val_top1_error:
-                result.best_val_top1_error = val["top1_error"]
-                save("best.pt", epoch + 1)
-        eval_tf = ten_tf if config.data.ten_crop else center_tf
-        result.final = evaluate(
-            net,
-            val_loader,
-            eval_tf,
-            len(store.classes),
-            device,
-            precision=precision,
-            dist=dist,
-            input_device=input_device,
-        )
-        result.final["ten_crop"] = config.data.ten_crop
-        if dist.is_main:
-            summary = {k: v for k, v in result.final.items() if k not in ("confusion",)}
-            (run_dir / "final.json").write_text(json.dumps(summary, indent=1))
-            log.message(
-                f"final {'ten-crop' if config.data.ten_crop else 'centre-crop'} evaluation on "
-                f"{val_split.name}: top-1 error {result.final['top1_error']:.2f} %, "
-                f"top-5 error {result.final['top5_error']:.2f} %, loss {result.final['loss']:.4f}"
-            )
-    finally:
-        log.close()
-    return result
-
-
-def _check_finite(sums: torch.Tensor, epoch: int, step: int, run_dir: Path) -> None:
-    if not math.isfinite(float(sums[0])):
-        _stop_on_nan(epoch, step, run_dir)
-
-
-def _stop_on_nan(epoch: int, step: int, run_dir: Path) -> None:
-    raise AlexNetError(
-        f"the loss became NaN or infinite in epoch {epoch + 1} (by step {step}); stopped. "
-        f"The last good checkpoint is {run_dir / 'checkpoints' / 'last.pt'}: resume from it "
-        f"with a lower learning rate (--set optim.lr=...)"
-    )
+    return torch.compile(model) if t.compile else model
 
 
 def train_one_epoch(
     model: nn.Module,
     loader: StoreLoader,
-    transform: TrainTransform,
+    transform,
     optimizer: torch.optim.Optimizer,
     schedule: Schedule,
     scaler: torch.amp.GradScaler,
@@ -408,7 +474,6 @@ def train_one_epoch(
     epoch: int,
     *,
     device: torch.device,
-    input_device: torch.device | None = None,
     precision: str = "fp32",
     label_smoothing: float = 0.0,
     partial: list[float] | None = None,
@@ -422,11 +487,13 @@ def train_one_epoch(
     step = loader.position
     last = time.perf_counter()
     for images, labels in loader:
-        if images.device.type == "cpu" and (buffer is None or buffer.shape[0] < len(images)):
-            buffer = torch.empty((len(images), transform.size, transform.size, images.shape[-1]))
-        x = transform(images, generator, out=buffer[: len(images)] if images.device.type == "cpu" else None)
-        if input_device is not None and x.device != input_device:
-            x = x.to(input_device, non_blocking=True)
+        if isinstance(transform, TrainTransform) and images.device.type == "cpu":
+            if buffer is None or buffer.shape[0] < len(images):  # one reused float buffer (CPU)
+                buffer = torch.empty((len(images), transform.size, transform.size, images.shape[-1]))
+            x = transform(images, generator, out=buffer[: len(images)])
+        else:
+            x = transform(images, generator)
+        x = x.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         lr = schedule.lr(epoch, step)
         for group in optimizer.param_groups:
@@ -440,13 +507,8 @@ def train_one_epoch(
         scaler.update()
         with torch.no_grad():
             right = (logits.argmax(1) == labels).sum()
-            sums += torch.stack(
-                [
-                    loss.detach().double() * len(labels),
-                    right.double(),
-                    torch.tensor(float(len(labels)), dtype=torch.float64, device=device),
-                ]
-            )
+            count = torch.tensor(float(len(labels)), dtype=torch.float64, device=device)
+            sums += torch.stack([loss.detach().double() * len(labels), right.double(), count])
         step += 1
         if log is not None:
             now = time.perf_counter()

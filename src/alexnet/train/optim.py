@@ -42,19 +42,34 @@ class PaperSGD(torch.optim.Optimizer):
         return loss
 
 
+def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """One group, or (with ``bias_decay=False``) weights with weight decay and biases without."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if cfg.bias_decay:
+        return [{"params": [p for _, p in named], "weight_decay": cfg.weight_decay}]
+    weights = [p for n, p in named if not n.endswith("bias")]
+    biases = [p for n, p in named if n.endswith("bias")]
+    return [{"params": weights, "weight_decay": cfg.weight_decay}, {"params": biases, "weight_decay": 0.0}]
+
+
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = parameter_groups(model, cfg)
     if cfg.name == "paper_sgd":
-        return PaperSGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return PaperSGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
         )
     raise AlexNetError(f"unknown optimiser {cfg.name!r}; choose sgd or paper_sgd")
 
 
 class Schedule:
     """The learning rate at every step, and the plateau rule's state (drops so far, best error).
+
+    Not torch.optim.lr_scheduler: the rate here is a function of (epoch, step in epoch) and the
+    plateau state, so a run resumed mid-epoch recomputes it exactly, and warm-up composes with
+    every rule. ReduceLROnPlateau (with min_lr for "at most three drops") scales the optimiser's
+    stored rate in place, which a warm-up ramp set per step would overwrite.
 
     - ``plateau`` (§5): ÷10 when the validation error has not improved for ``patience`` epochs,
       at most ``max_drops`` times.

@@ -1,0 +1,115 @@
+"""Writing files so that a crash or a full disk never leaves a half-written one behind.
+
+``write_atomic`` writes a temporary file in the same folder, fsyncs it and renames it over the
+target, so readers see the old content or the new, never a mixture or an empty file. Errors from
+the operating system (a full disk, a read-only folder) become one ``AlexNetError`` line that names
+the path and the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import AlexNetError
+
+TEMP_SUFFIX = ".tmp"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def write_error(path: Path, exc: BaseException) -> AlexNetError:
+    """One line for a failed write: the path, the cause, and what to do about it."""
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC or "No space left" in str(exc) or "file write failed" in str(exc):
+        cause = "the disk is full (no space left on device)"
+        fix = "free some space and run the command again"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cause = f"it cannot be written ({os.strerror(code)})"
+        fix = "choose a writable folder"
+    else:
+        cause = first_line(exc)
+        fix = "check the folder and run the command again"
+    return AlexNetError(f"cannot write {path}: {cause}; {fix}")
+
+
+@contextlib.contextmanager
+def reporting_write_errors(path: str | Path) -> Iterator[None]:
+    """Turn OSError (and torch's RuntimeError from its file writer) into one clear line about ``path``."""
+    try:
+        yield
+    except AlexNetError:
+        raise
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "write" not in str(exc).lower():
+            raise
+        raise write_error(Path(path), exc) from None
+
+
+def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None]) -> None:
+    """Replace ``path`` with ``data`` (bytes, text, or a function that writes to a binary file).
+
+    The temporary file is ``.NAME.*.tmp`` beside the target; ``remove_temporaries`` clears ones
+    that a killed process left behind.
+    """
+    path = Path(path)
+    with reporting_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if callable(data):
+                    data(f)
+                else:
+                    f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Delete the ``.NAME.*.tmp`` files a killed writer left in ``folder``; returns how many."""
+    removed = 0
+    if folder.is_dir():
+        for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def check_writable_target(path: str | Path) -> Path:
+    """Fail early (before hours of work) when ``path``'s folder does not exist or is a file."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise AlexNetError(f"cannot write {path}: the folder {parent} does not exist; create it first")
+    if path.is_dir():
+        raise AlexNetError(f"cannot write {path}: it is a folder; give a file name")
+    return path

@@ -1,0 +1,156 @@
+"""Where and how a process computes: device, precision, autocast, and torch.distributed facts.
+
+A leaf module: training, evaluation and the analysis commands import it; it imports nothing of
+theirs. Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK set, WORLD_SIZE > 1) a process joins a group,
+NCCL on CUDA and gloo on the CPU; without them the distributed helpers are no-ops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .errors import AlexNetError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# CPU flags (as /proc/cpuinfo and lscpu print them) of the instructions that do bf16 arithmetic
+# natively: AVX-512 BF16 (Cooper Lake, Sapphire Rapids, Zen 4 and later) and AMX tiles.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when torch sees one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AlexNetError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise AlexNetError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AlexNetError(f"device {name} asked for, but torch sees no CUDA device; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise AlexNetError(f"device {name}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty where there is no /proc/cpuinfo)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_native_bf16() -> tuple[bool, str]:
+    """Whether this CPU does bf16 arithmetic natively, and the evidence, in words.
+
+    Two public facts must agree: the CPU's flags (``lscpu``: avx512_bf16 or amx_bf16) and the
+    instruction set torch's kernels dispatch to (``torch.backends.cpu.get_cpu_capability()``, which
+    ``ATEN_CPU_CAPABILITY=avx2`` lowers, so the AVX2 path can be forced on any machine). Without
+    /proc/cpuinfo (macOS, Windows) torch's oneDNN query decides.
+    """
+    capability = torch.backends.cpu.get_cpu_capability()
+    flags = cpu_flags()
+    if flags:
+        native = sorted(NATIVE_BF16_FLAGS & flags)
+        if not native:
+            return False, f"CPU without {' or '.join(sorted(NATIVE_BF16_FLAGS))}"
+        if not capability.startswith("AVX512"):
+            return False, f"CPU has {native[0]} but torch dispatches to {capability}"
+        return True, f"CPU has {native[0]}, torch dispatches to {capability}"
+    try:  # no flags to read: ask oneDNN, the library that runs the bf16 convolutions
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return native, f"oneDNN reports {'native' if native else 'no native'} bf16 on {sys.platform}"
+
+
+def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
+    """The precision to train in and why: ``auto`` is bf16 on GPUs that have it (else fp16) and on
+    CPUs with native bf16 arithmetic (3–4× faster there), else fp32."""
+    if name not in PRECISIONS:
+        raise AlexNetError(f"unknown precision {name!r}; use {', '.join(PRECISIONS)}")
+    if name != "auto":
+        if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise AlexNetError("this GPU has no bf16; use --precision fp16 or fp32")
+        if name == "fp16" and device.type == "cpu":
+            raise AlexNetError("fp16 training is for GPUs; on the CPU use --precision bf16 or fp32")
+        return name, "asked for"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: the GPU has bf16"
+        return "fp16", "auto: the GPU has no bf16 (fp16 with a gradient scaler)"
+    native, why = cpu_native_bf16()
+    return ("bf16" if native else "fp32"), f"auto: {why}"
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context for a precision name (fp32: none)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(use_cuda: bool) -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return info
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place (metrics are global)."""
+    if info.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed(use_cuda: bool):
+    """Join the torchrun group for the duration (a no-op without torchrun)."""
+    info = init_distributed(use_cuda)
+    try:
+        yield info
+    finally:
+        shutdown(info)

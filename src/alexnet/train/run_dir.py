@@ -1,0 +1,142 @@
+"""The run directory: one writer at a time, files that are whole or absent, history that agrees.
+
+``RunDir`` owns everything under ``--out``:
+
+    config.yaml          the resolved config (written atomically before training starts)
+    run.json             versions, device, precision and why, world size
+    metrics.jsonl        one row per finished epoch: rewritten from the checkpoint's history at
+                         every epoch end and on resume, so it never holds a row twice
+    checkpoints/last.pt  every epoch end (and every train.checkpoint_every steps)
+    checkpoints/best.pt  the epoch with the lowest validation error so far
+    final.json           the closing evaluation
+    .lock                held (flock) by the process that writes the run; the kernel drops it
+                         when that process dies, so a killed run never stays locked
+
+At an epoch end best.pt is written before last.pt: last.pt's history is what a resumed run
+believes, and it can name a best epoch only once that epoch's best.pt exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import RunConfig, config_differences, from_dict, to_dict
+from ..errors import AlexNetError
+from ..fileio import first_line, remove_temporaries, reporting_write_errors, write_atomic
+
+LOCK_FILE = ".lock"
+
+
+class RunDir:
+    """The folder of one training run; ``writer=False`` (ranks other than 0) never touches it."""
+
+    def __init__(self, root: str | Path, *, writer: bool = True) -> None:
+        self.root = Path(root)
+        self.writer = writer
+        self.checkpoints = self.root / "checkpoints"
+        self.last = self.checkpoints / "last.pt"
+        self.best = self.checkpoints / "best.pt"
+        self._lock_fd: int | None = None
+
+    # -- ownership -------------------------------------------------------------------------
+    def __enter__(self) -> RunDir:
+        if self.writer:
+            self.lock()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unlock()
+
+    def lock(self) -> None:
+        """Take the run for this process, or refuse at once naming the process that holds it."""
+        with reporting_write_errors(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; a second writer is not detected there
+            self._lock_fd = fd
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise AlexNetError(
+                f"{self.root} is in use by {holder}; wait for it to finish (or stop it), "
+                f"then --resume, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    def clean(self) -> int:
+        """Remove the temporary files of writes a killed process did not finish."""
+        return remove_temporaries(self.root) + remove_temporaries(self.checkpoints) if self.writer else 0
+
+    # -- config ----------------------------------------------------------------------------
+    def has_checkpoint(self) -> bool:
+        return self.last.is_file()
+
+    def saved_config(self) -> RunConfig | None:
+        """The run's own config: the last checkpoint's, else config.yaml's, else None."""
+        if self.has_checkpoint():
+            return from_dict(load_checkpoint(self.last)["config"])
+        path = self.root / "config.yaml"
+        if not path.is_file():
+            return None
+        try:
+            tree = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise AlexNetError(
+                f"{path} is damaged ({first_line(exc)}); delete it to start the run afresh"
+            ) from None
+        if not isinstance(tree, dict) or not tree:
+            raise AlexNetError(f"{path} is empty or not a config mapping; delete it to start the run afresh")
+        return from_dict(tree)
+
+    def check_resumable(self, config: RunConfig) -> None:
+        """Refuse to resume with a config that changes the run (other than the fields a resume may change)."""
+        saved = self.saved_config()
+        if saved is None:
+            return
+        diffs = config_differences(saved, config)
+        if diffs:
+            shown = "; ".join(f"{k}: {a!r} → {b!r}" for k, a, b in diffs[:4])
+            raise AlexNetError(
+                f"--resume of {self.root} with a different config ({shown}); resume with the run's "
+                f"own config (leave those options out) or start a new run with another --out"
+            )
+
+    def start(self, config: RunConfig, info: dict) -> None:
+        """A fresh run: config.yaml and run.json written whole, no rows, no final.json."""
+        if not self.writer:
+            return
+        write_atomic(self.root / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+        write_atomic(self.root / "run.json", json.dumps(info, indent=1))
+        for stale in ("metrics.jsonl", "final.json"):
+            (self.root / stale).unlink(missing_ok=True)
+
+    # -- checkpoints and rows ----------------------------------------------------------------
+    def save(self, path: Path, state: dict) -> None:
+        if self.writer:
+            save_checkpoint(path, state)
+
+    def write_history(self, history: list[dict]) -> None:
+        """metrics.jsonl as exactly the given rows (the checkpoint's history), replaced whole."""
+        if self.writer:
+            write_atomic(self.root / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+    def write_final(self, summary: dict) -> None:
+        if self.writer:
+            write_atomic(self.root / "final.json", json.dumps(summary, indent=1))
