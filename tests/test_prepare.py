@@ -257,17 +257,18 @@ def test_torchvision_set_offline_is_one_clear_line(tmp_path, monkeypatch):
         resolve_source("cifar10", cache_dir=tmp_path)
 
 
-def test_open_data_accepts_a_store_or_prepares_a_folder_once(tmp_path):
+def test_open_data_accepts_a_store_or_prepares_a_folder_once(tmp_path, monkeypatch):
     from alexnet.data import open_data
 
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))  # not the data folder: it may be read-only
     src = tmp_path / "photos"
     for cls in ("x", "y"):
         (src / "train" / cls).mkdir(parents=True)
         _solid(src / "train" / cls / "1.png", RED)
-    first = open_data(src, size=8, cache_dir=tmp_path / "cache", progress=False)
+    first = open_data(src, size=8, progress=False)
     assert first.root.parent == tmp_path / "cache" / "stores" and len(first.split("train")) == 2
     stamp = (first.root / "store.json").stat().st_mtime_ns
-    again = open_data(src, size=8, cache_dir=tmp_path / "cache", progress=False)
+    again = open_data(src, size=8, progress=False)
     assert again.root == first.root and (again.root / "store.json").stat().st_mtime_ns == stamp  # reused
     assert open_data(first.root).root == first.root  # a store is taken as it is
     with pytest.raises(AlexNetError, match="does not exist"):

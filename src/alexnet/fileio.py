@@ -50,9 +50,21 @@ def reporting_write_errors(path: str | Path) -> Iterator[None]:
     except AlexNetError:
         raise
     except (OSError, RuntimeError) as exc:
-        if isinstance(exc, RuntimeError) and "write" not in str(exc).lower():
+        cause = _os_error_in(exc)
+        if cause is None and "write" not in str(exc).lower():
             raise
-        raise write_error(Path(path), exc) from None
+        raise write_error(Path(path), cause or exc) from None
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``: torch's zip writer reports a full disk as a RuntimeError
+    ("unexpected pos") raised while handling the OSError of the failed write."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None]) -> None:

@@ -13,18 +13,18 @@ def open_data(
     spec: str | Path,
     *,
     size: int | None = None,
-    cache_dir: Path | None = None,
+    store_cache: Path | None = None,
     workers: int | None = None,
     progress: bool = True,
 ) -> Store:
     """A prepared store opens as it is; anything else is prepared on first use into a cache and reused.
 
-    The cache is ``$ALEXNET_DATA/stores`` (default ``~/.cache/alexnet/datasets/stores``), one store per
-    source and size.
+    The cache is ``$ALEXNET_CACHE/stores`` (default ``~/.cache/alexnet/stores``), one store per
+    source and size; torchvision sets are looked for (and downloaded) in ``$ALEXNET_DATA``.
     """
     if is_store(spec):
         return open_store(spec)
-    source = resolve_source(spec, cache_dir)
-    out = cached_store_path(source, size, cache_dir)
+    source = resolve_source(spec)
+    out = cached_store_path(source, size, store_cache)
     prepare(source, out, size=size, workers=workers, progress=progress)
     return open_store(out)

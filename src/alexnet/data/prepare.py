@@ -12,10 +12,13 @@ converted to RGB.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -26,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import AlexNetError
+from ..fileio import reporting_write_errors
 from .sources import ArraySplit, FolderSplit, Source, resolve_source
 from .store import META_FILE, STORE_FORMAT, STORE_VERSION, is_store, open_store, shrink_rows
 
@@ -190,7 +194,12 @@ def _check_out(out: Path, source: Source, size: int | None, force: bool) -> Prep
     if out.exists() and not out.is_dir():
         raise AlexNetError(f"{out} exists and is a file; choose another output folder")
     if is_store(out):
-        store = open_store(out)
+        try:
+            store = open_store(out)
+        except AlexNetError as exc:
+            if force:
+                return None
+            raise AlexNetError(f"{out} holds a damaged store ({exc}); pass --force to rebuild it") from None
         same = store.meta.get("source") == source.description and (size is None or store.size == size)
         if not force:
             if not same:
@@ -234,8 +243,15 @@ def prepare(
     workers = max(1, workers or os.cpu_count() or 1)
     started = time.perf_counter()
     partial = out.parent / f".{out.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)  # what an interrupted run left
-    partial.mkdir(parents=True)
+    with reporting_write_errors(out):
+        shutil.rmtree(partial, ignore_errors=True)  # what an interrupted run left
+        partial.mkdir(parents=True)
+        return _build(src, out, partial, size, workers, progress, started)
+
+
+def _build(
+    src: Source, out: Path, partial: Path, size: int, workers: int, progress: bool, started: float
+) -> PrepareSummary:
 
     meta: dict = {
         "format": STORE_FORMAT,
@@ -267,15 +283,39 @@ def prepare(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     bar.close()
-    old = out.parent / f".{out.name}.old"
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(partial, out)  # the store appears complete or not at all
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(partial, out)
     return PrepareSummary(
         out, size, counts, skipped, time.perf_counter() - started, skipped_files=skipped_files
     )
+
+
+RENAME_EXCHANGE = 2  # renameat2 flag (Linux ≥ 3.15): swap two paths in one step
+AT_FDCWD = -100
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Put folder ``new`` at ``out``; an existing ``out`` stays whole until the new one replaces it.
+
+    A folder cannot be renamed over a non-empty one, so where ``out`` exists the two are swapped
+    in one step (renameat2 with RENAME_EXCHANGE) and the old one, now at ``new``, is removed.
+    Where that call is missing (not Linux, or an old C library) the old folder is moved aside
+    first, which leaves ``out`` absent for the moment between two renames.
+    """
+    if not out.exists():
+        os.replace(new, out)
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        swapped = libc.renameat2(AT_FDCWD, os.fsencode(new), AT_FDCWD, os.fsencode(out), RENAME_EXCHANGE) == 0
+    except (AttributeError, OSError):
+        swapped = False
+    if not swapped:
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(new, out)
+        new = old
+    shutil.rmtree(new, ignore_errors=True)
 
 
 def _progress(total: int, enabled: bool):
@@ -297,6 +337,7 @@ def _write_split(split, split_dir: Path, size: int, workers: int, with_stats: bo
     images = np.lib.format.open_memmap(
         path, mode="w+", dtype=np.uint8, shape=(capacity, size, size, channels)
     )
+    _reserve(path)
     labels: list[int] = []
     skipped: list[tuple[str, str]] = []
     stats: _Stats | None = None
@@ -322,13 +363,25 @@ def _write_split(split, split_dir: Path, size: int, workers: int, with_stats: bo
     if len(labels) < capacity:
         shrink_rows(path, len(labels))
     np.save(split_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
-    (split_dir / "skipped.txt").write_text("".join(f"{p}\t{r}\n" for p, r in skipped))
+    # File names need not be UTF-8 (os.fsdecode keeps undecodable bytes as surrogates): write them
+    # back as their original bytes.
+    (split_dir / "skipped.txt").write_bytes(
+        b"".join(os.fsencode(p) + f"\t{r}\n".encode() for p, r in skipped)
+    )
     result = {"count": len(labels), "skipped": len(skipped), "channels": channels}
     if with_stats and stats is not None:
         np.save(split_dir / "mean.npy", (stats.image_sum / stats.images).astype(np.float32))
         if channels == 3:
             result["pca"] = _pca(stats)
     return result
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the memory-mapped file's blocks now: on a full disk that fails here with ENOSPC,
+    where writing into a sparse mapping would kill the process with SIGBUS."""
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
 
 
 def _pca(stats: _Stats) -> dict:
@@ -354,8 +407,20 @@ def _folder_chunks(split: FolderSplit, size: int, workers: int, with_stats: bool
         return
     # fork on Linux: workers use only Pillow and numpy, and start in milliseconds.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers) as pool:
+    with multiprocessing.get_context(method).Pool(workers, initializer=_quiet_worker) as pool:
         yield from pool.imap(_decode_chunk, jobs)
+
+
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies (Linux)
+
+
+def _quiet_worker() -> None:
+    """A decoding worker leaves Ctrl-C to the parent (which ends the pool) and dies with it: a
+    killed ``prepare`` must not leave workers printing BrokenPipe tracebacks."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(AttributeError, OSError):
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _array_chunks(split: ArraySplit, size: int, with_stats: bool):

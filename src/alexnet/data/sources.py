@@ -54,8 +54,16 @@ class Source:
 
 
 def default_cache_dir() -> Path:
-    """Where torchvision sets are downloaded: $ALEXNET_DATA, else ~/.cache/alexnet/datasets."""
+    """Where torchvision sets are looked for and downloaded: $ALEXNET_DATA, else ~/.cache/alexnet/datasets."""
     return Path(os.environ.get("ALEXNET_DATA", Path.home() / ".cache" / "alexnet" / "datasets"))
+
+
+def default_store_cache() -> Path:
+    """Where stores prepared on first use are kept: $ALEXNET_CACHE/stores, else ~/.cache/alexnet/stores.
+
+    Not inside $ALEXNET_DATA: a data folder may be shared or read-only.
+    """
+    return Path(os.environ.get("ALEXNET_CACHE", Path.home() / ".cache" / "alexnet")) / "stores"
 
 
 def class_names(class_ids: tuple[str, ...]) -> tuple[str, ...]:
@@ -152,8 +160,8 @@ def resolve_source(spec: str | Path, cache_dir: Path | None = None) -> Source:
     return folder_source(path)
 
 
-def cached_store_path(source: Source, size: int | None, cache_dir: Path | None = None) -> Path:
+def cached_store_path(source: Source, size: int | None, store_cache: Path | None = None) -> Path:
     """Where ``open_data`` keeps the store it prepares for a source: one folder per (source, size)."""
     key = hashlib.sha256(f"{source.description}|{size}".encode()).hexdigest()[:12]
     name = Path(source.description).name or "data"
-    return Path(cache_dir or default_cache_dir()) / "stores" / f"{name}-{key}"
+    return Path(store_cache or default_store_cache()) / f"{name}-{key}"

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import AlexNetError
+from ..fileio import first_line
 from .alexnet import AlexNet
 from .small import Figure1Net
 
@@ -52,11 +53,13 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise AlexNetError(f"weights file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise AlexNetError(f"weights file {path} is empty (0 bytes); download or copy it again")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, … for bad files
         raise AlexNetError(
-            f"{path} is not a loadable weights file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            f"{path} is not a loadable weights file ({type(exc).__name__}: {first_line(exc)})"
         ) from None
     if isinstance(state, dict):
         for key in ("state_dict", "model"):

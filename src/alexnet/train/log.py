@@ -1,4 +1,7 @@
-"""One small logging interface: console (progress bar or plain lines), metrics.jsonl, TensorBoard.
+"""One small logging interface: console (progress bar or plain lines) and TensorBoard.
+
+metrics.jsonl belongs to the run directory (``RunDir.write_history``), which keeps it equal to the
+checkpoint's history.
 
 Back ends that are absent (no terminal, no tensorboard package, not rank 0) are null objects, so the
 training loop calls the same methods whatever is installed.
@@ -6,7 +9,6 @@ training loop calls the same methods whatever is installed.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +31,7 @@ def _tensorboard(run_dir: Path):
 
 
 class RunLog:
-    """Console lines on stderr, one JSON row per epoch in ``metrics.jsonl``, TensorBoard scalars."""
+    """Console lines on stderr and TensorBoard scalars."""
 
     def __init__(
         self, run_dir: Path | None, *, enabled: bool = True, progress: bool | None = None, log_every: int = 50
@@ -85,9 +87,6 @@ class RunLog:
             self.bar = None
         if not self.enabled:
             return
-        if self.run_dir is not None:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
         for key, value in row.items():
             if isinstance(value, (int, float)) and key != "epoch":
                 self.writer.add_scalar(key, value, row["epoch"])

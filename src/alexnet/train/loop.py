@@ -12,6 +12,7 @@ The epoch-end sequence is ordered so that a kill at any point resumes cleanly (R
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
@@ -81,7 +82,8 @@ def fit(config: RunConfig, *, resume: bool = False, progress: bool | None = None
     if config.data.source is None:
         raise AlexNetError("no data: pass --data (a store, an ImageFolder root or a torchvision set name)")
     device = resolve_device(config.train.device)
-    with distributed(device.type == "cuda") as dist:
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    with distributed(device.type == "cuda") as dist, _restoring_determinism(deterministic):
         if dist.enabled and device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
         with RunDir(config.train.out or default_run_dir(config), writer=dist.is_main) as run:
@@ -91,6 +93,15 @@ def fit(config: RunConfig, *, resume: bool = False, progress: bool | None = None
                 return trainer.train(resume)
             finally:
                 trainer.log.close()
+
+
+@contextlib.contextmanager
+def _restoring_determinism(before: bool):
+    """train.deterministic switches torch's global flag on; put it back for the caller's process."""
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 def _check_run_dir(run: RunDir, config: RunConfig, resume: bool) -> bool:

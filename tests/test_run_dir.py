@@ -1,0 +1,411 @@
+"""The run directory never loses or mixes data: kills at every point of the epoch end, a second
+writer, leftover temporary files, a full disk, another data set, and bad input (issue 8)."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import IMAGENET_SAMPLE, cifar_slice, require
+
+from alexnet import AlexNetError, build_model
+from alexnet.checkpoint import load_checkpoint
+from alexnet.cli import main
+from alexnet.config import resolve
+from alexnet.data import prepare
+from alexnet.data.prepare import replace_folder
+from alexnet.train import RunDir, fit, resume_config
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL at a chosen line: nothing after it runs (not caught by `except Exception`)."""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    cifar_slice(root / "src", {"train": 40, "test": 10})
+    prepare(root / "src", root / "store", workers=1, progress=False)
+    return root / "store"
+
+
+def config(store, out, epochs=3, **sets):
+    values = {
+        "data.source": str(store),
+        "train.out": str(out),
+        "train.epochs": str(epochs),
+        "train.batch_size": "32",
+        "train.precision": "fp32",  # exact comparisons: the same arithmetic on every CPU kind
+        "train.deterministic": "true",
+        "train.log_every": "1000",
+        "data.holdout": "0.2",
+    }
+    values.update({k: str(v) for k, v in sets.items()})
+    return resolve("figure1", sets=values)
+
+
+def last(run):
+    return load_checkpoint(run / "checkpoints" / "last.pt")
+
+
+def rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timings(history):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in history]
+
+
+def assert_same_run(a, b):
+    for name in ("last.pt", "best.pt"):
+        sa, sb = (load_checkpoint(r / "checkpoints" / name) for r in (a, b))
+        assert sa["epoch"] == sb["epoch"], name
+        for key in sa["model"]:
+            assert torch.equal(sa["model"][key], sb["model"][key]), (name, key)
+    assert without_timings(rows(a)) == without_timings(rows(b))
+    assert not list(a.rglob("*.tmp")) and not list(b.rglob("*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def whole(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    result = fit(config(store, out), progress=False)
+    # the scenario of the lost best.pt needs an epoch that improves on the one before
+    assert result.history[1]["val_top1_error"] < result.history[0]["val_top1_error"]
+    return out
+
+
+def kill_at(monkeypatch, point: str):
+    """Raise Killed at ``point`` of epoch 2's end (or mid-epoch 2)."""
+    save, history = RunDir.save, RunDir.write_history
+
+    def fake_save(self, path, state):
+        if point == "mid_epoch" and state["partial"] is not None and state["epoch"] == 1:
+            save(self, path, state)
+            raise Killed
+        if state["epoch"] == 2 and path.name == "last.pt" and state["partial"] is None:
+            if point == "between_best_and_last":
+                raise Killed
+            if point == "during_last_write":  # what a kill inside the atomic write leaves
+                (path.parent / ".last.pt.x1y2.tmp").write_bytes(b"half a checkpoint")
+                raise Killed
+        save(self, path, state)
+
+    def fake_history(self, rows_):
+        if point == "after_last" and len(rows_) == 2:
+            raise Killed
+        history(self, rows_)
+
+    monkeypatch.setattr(RunDir, "save", fake_save)
+    monkeypatch.setattr(RunDir, "write_history", fake_history)
+
+
+@pytest.mark.parametrize("point", ["between_best_and_last", "during_last_write", "after_last", "mid_epoch"])
+def test_a_kill_at_any_point_of_the_epoch_end_resumes_to_the_same_run(
+    store, whole, tmp_path, monkeypatch, point
+):
+    out = tmp_path / "run"
+    sets = {"train.checkpoint_every": 3} if point == "mid_epoch" else {}
+    with monkeypatch.context() as m:
+        kill_at(m, point)
+        with pytest.raises(Killed):
+            fit(config(store, out, **sets), progress=False)
+    if point == "after_last":  # the old order wrote the row and then died: now the row is missing
+        assert len(rows(out)) == 1 and last(out)["epoch"] == 2
+    done_before = last(out)["loader"]["position"] * 32 if point == "mid_epoch" else 0
+    result = fit(resume_config(out, {"train.checkpoint_every": "0"}), resume=True, progress=False)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert_same_run(whole, out)
+    if point == "mid_epoch":  # images/s of the resumed epoch counts only this process's images
+        assert done_before > 0
+        row = rows(out)[1]  # 320 training images (400 less the 20 % held out), 10 steps of 32
+        seen = row["images_per_second"] * row["seconds"]
+        assert abs(seen - (320 - done_before)) < 1e-6 * 320, seen
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(store, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(RunDir, "save", lambda self, path, state: (_ for _ in ()).throw(Killed()))
+        with pytest.raises(Killed):
+            fit(config(store, out, epochs=1), progress=False)
+    assert (out / "config.yaml").is_file() and not (out / "checkpoints" / "last.pt").exists()
+    code = main(["train", "--out", str(out), "--resume"])
+    assert code == 0 and [r["epoch"] for r in rows(out)] == [1]
+
+
+def test_a_second_writer_is_refused_and_the_lock_dies_with_its_process(store, tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = RunDir(out)
+    holder.lock()
+    try:
+        code = main(
+            ["train", "--preset", "figure1", "--data", str(store), "--out", str(out), "--epochs", "1"]
+        )
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"alexnet: error: {out} is in use by process {os.getpid()}; wait for it to finish "
+                       f"(or stop it), then --resume, or choose another --out"]  # fmt: skip
+        assert not (out / "config.yaml").exists()  # refused before anything was written
+    finally:
+        holder.unlock()
+    script = (
+        f"from alexnet.train import RunDir; import time; RunDir({str(out)!r}).lock(); "
+        "print('locked', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    with pytest.raises(AlexNetError, match=f"in use by process {proc.pid}"):
+        RunDir(out).lock()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = RunDir(out)
+    again.lock()  # the kernel dropped the dead process's lock
+    again.unlock()
+
+
+def test_leftover_temporary_files_are_removed_on_start_and_resume(store, tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / ".last.pt.abc.tmp").write_bytes(b"x" * 1000)
+    (out / ".metrics.jsonl.q.tmp").write_text("{}")
+    fit(config(store, out, epochs=1), progress=False)
+    assert not list(out.rglob("*.tmp"))
+    (out / "checkpoints" / ".best.pt.zz.tmp").write_bytes(b"x")
+    fit(config(store, out, epochs=2), resume=True, progress=False)
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (a real full disk), or None where mounting is not allowed."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        yield None
+        return
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(folder: Path, leave: int) -> Path:
+    filler = folder / "filler"
+    free = shutil.disk_usage(folder).free
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def test_a_full_disk_is_one_line_and_the_last_checkpoint_survives(
+    store, tmp_path, small_disk, monkeypatch, capsys
+):
+    disk = small_disk or tmp_path / "disk"
+    out = disk / "run"
+    args = ["train", "--out", str(out), "--resume", "--epochs", "2"]
+    assert main(["train", "--preset", "figure1", "--data", str(store), "--out", str(out), "--epochs", "1",
+                 "--precision", "fp32", "--set", "data.holdout=0.2"]) == 0  # fmt: skip
+    capsys.readouterr()
+    before = last(out)
+    if small_disk is not None:
+        filler = fill(disk, leave=64 * 1024)  # less than one checkpoint (≈ 1 MB)
+    else:  # no mount allowed: the same error, injected where the bytes are written
+        real_fsync = os.fsync
+        monkeypatch.setattr(
+            "alexnet.fileio.os.fsync",
+            lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")),
+        )
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and sum(line.startswith("alexnet: error") for line in err.splitlines()) == 1
+    line = err.strip().splitlines()[-1]  # after the run's own log lines
+    assert line.startswith(f"alexnet: error: cannot write {out / 'checkpoints'}/"), line
+    assert line.endswith(
+        "the disk is full (no space left on device); free some space and run the command again"
+    )
+    after = last(out)  # untouched and loadable
+    assert after["epoch"] == 1 and all(
+        torch.equal(after["model"][k], before["model"][k]) for k in before["model"]
+    )
+    assert not list(out.rglob("*.tmp"))
+    if small_disk is not None:
+        filler.unlink()
+    else:
+        monkeypatch.setattr("alexnet.fileio.os.fsync", real_fsync)
+    assert main(args) == 0  # space freed: the run goes on
+    assert [r["epoch"] for r in rows(out)] == [1, 2]
+
+
+def test_a_full_disk_in_prepare_and_evaluate_json_is_one_line(store, tmp_path, small_disk, capsys):
+    if small_disk is None:
+        pytest.skip("mounting a tmpfs is not allowed here; the train case injects ENOSPC instead")
+    src = Path(str(store).replace("/store", "/src"))
+    filler = fill(small_disk, leave=16 * 1024)
+    assert main(["prepare", str(src), str(small_disk / "store"), "--quiet", "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the disk is full" in err[0] and str(small_disk / "store") in err[0]
+    assert not (small_disk / "store").exists() and not (small_disk / ".store.partial").exists()
+    run = tmp_path / "run"
+    fit(config(store, run, epochs=1), progress=False)
+    filler.unlink()
+    fill(small_disk, leave=0)
+    assert main(["evaluate", str(run), "--data", str(store), "--json", str(small_disk / "x.json")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_resume_on_another_data_set_names_the_classes_that_differ(store, tmp_path, capsys):
+    out = tmp_path / "run"
+    fit(config(store, out, epochs=1), progress=False)
+    other = tmp_path / "other"
+    shutil.copytree(Path(str(store).replace("/store", "/src")), other / "src", symlinks=True)
+    for split in ("train", "test"):
+        (other / "src" / split / "cat").rename(other / "src" / split / "cats")  # same place in the order
+    prepare(other / "src", other / "store", workers=1, progress=False)
+    assert (
+        main(["train", "--out", str(out), "--resume", "--epochs", "2", "--data", str(other / "store")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "1 class name(s) that differ" in err and "#3 'cats' (checkpoint: 'cat')" in err
+    assert main(["evaluate", str(out), "--data", str(other / "store")]) == 2
+    assert "#3 'cats' (checkpoint: 'cat')" in capsys.readouterr().err
+
+
+def _broken_store(store, tmp_path, edit):
+    broken = tmp_path / "broken"
+    shutil.copytree(store, broken)
+    edit(broken)
+    return broken
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: (s / "store.json").write_text("garbage{"), "store.json is damaged (not JSON"),
+        (lambda s: (s / "store.json").write_text("[1, 2]"), "store.json is damaged (a JSON list"),
+        (
+            lambda s: (s / "store.json").write_text('{"format": "alexnet-store", "version": 1}'),
+            "store.json is damaged ('size' missing",
+        ),
+        (lambda s: np.save(s / "train" / "labels.npy", np.full(400, 10)), "labels outside 0..9 (10..10)"),
+    ],
+)
+def test_a_broken_store_is_one_line(store, tmp_path, capsys, edit, message):
+    broken = _broken_store(store, tmp_path, edit)
+    code = main(["train", "--preset", "figure1", "--data", str(broken), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "tpu"], "train.device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+        (["--set", "train.label_smoothing=2"], "train.label_smoothing must be in [0, 1), got 2.0"),
+        (["--set", "data.limit_train=-5"], "data.limit_train must be ≥ 1 (or none), got -5"),
+        (["--set", "train.checkpoint_every=-1"], "train.checkpoint_every must be ≥ 0 steps"),
+        (["--set", "schedule.warmup_epochs=-1"], "schedule.warmup_epochs must be in [0, train.epochs]"),
+        (["--set", "data.lighting_std=-1"], "data.lighting_std must be ≥ 0, got -1.0"),
+        (["--set", "train.two_devices=cpu"], "train.two_devices must be two devices"),
+    ],
+)
+def test_bad_config_values_are_refused_before_anything_is_written(store, tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    code = main(["train", "--preset", "figure1", "--data", str(store), "--out", str(out), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+def test_bad_files_and_paths_are_one_line(store, tmp_path, capsys):
+    def fails(argv, message):
+        code = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0], (argv, err)
+
+    fails(["train", "--config", str(tmp_path), "--data", str(store)], "is a folder; give a YAML file")
+    run = tmp_path / "run"
+    fit(config(store, run, epochs=1), progress=False)
+    capsys.readouterr()
+    started = time.perf_counter()
+    fails(["evaluate", str(run), "--data", str(store), "--json", str(tmp_path / "missing" / "x.json")],
+          f"the folder {tmp_path / 'missing'} does not exist")  # fmt: skip
+    assert time.perf_counter() - started < 5  # refused before the evaluation, not after it
+    # a damaged config.yaml of a run that never reached a checkpoint
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "config.yaml").write_text("")
+    fails(["train", "--out", str(fresh), "--resume"], "config.yaml is empty or not a config mapping")
+    (fresh / "config.yaml").write_bytes(b"\xff\xfe: [")
+    fails(["train", "--out", str(fresh), "--resume"], "config.yaml is damaged")
+    # a checkpoint cut short: the message is whole (it ends with its closing parenthesis)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((run / "checkpoints" / "last.pt").read_bytes()[:5000])
+    fails(["evaluate", str(cut), "--data", str(store)], "is not a readable checkpoint: it is truncated")
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(AlexNetError, match=r"weights file .*empty\.pth is empty \(0 bytes\)"):
+        build_model("figure1", weights=empty)
+
+
+def test_the_nan_stop_names_no_checkpoint_before_the_first(store, tmp_path):
+    with pytest.raises(AlexNetError, match="No checkpoint was written yet: start again with a lower"):
+        fit(config(store, tmp_path / "run", epochs=1, **{"optim.lr": "1e30"}), progress=False)
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_as_skipped(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "src" / "train"
+    for cls in ("a", "b"):
+        (src / cls).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(src / cls / "ok.png")
+    bad = os.fsencode(src / "a") + b"/caf\xe9.jpg"  # Latin-1 bytes: not UTF-8
+    with open(bad, "wb") as f:
+        f.write(b"not an image")
+    summary = prepare(tmp_path / "src", tmp_path / "store", workers=1, progress=False)
+    assert summary.skipped == {"train": 1}
+    listed = (tmp_path / "store" / "train" / "skipped.txt").read_bytes()
+    assert listed.startswith(bad + b"\t")
+
+
+def test_a_forced_rebuild_keeps_the_old_store_until_the_new_one_replaces_it(store, tmp_path, monkeypatch):
+    out = tmp_path / "store"
+    shutil.copytree(store, out)
+    stamp = (out / "store.json").read_bytes()
+    src = Path(str(store).replace("/store", "/src"))
+    prep = sys.modules["alexnet.data.prepare"]  # the package exports a function of the same name
+
+    with monkeypatch.context() as m:  # a rebuild that dies half-way leaves the old store as it was
+        m.setattr(prep, "_pca", lambda stats: (_ for _ in ()).throw(Killed()))
+        with pytest.raises(Killed):
+            prepare(src, out, workers=1, progress=False, force=True)
+    assert (out / "store.json").read_bytes() == stamp
+    new, target = tmp_path / "new", tmp_path / "target"
+    for folder, text in ((new, "new"), (target, "old")):
+        folder.mkdir()
+        (folder / "f").write_text(text)
+    replace_folder(new, target)
+    assert (target / "f").read_text() == "new" and not new.exists()
+
+
+def test_killed_prepare_workers_print_no_traceback(tmp_path):
+    sample = require(IMAGENET_SAMPLE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alexnet", "prepare", str(sample), str(tmp_path / "store"), "--workers", "2",
+         "--quiet"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1.5)  # decoding the 1,000 photographs takes ~3 s with two workers
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
