@@ -63,16 +63,43 @@ def timed(step, x, y, steps, device) -> tuple[float, float]:
     return len(x) / min(times), len(x) / statistics.median(times)
 
 
-def matmul_peak(device, size: int = 2048, repeats: int = 5) -> float:
-    """The device's fp32 matmul rate, FLOP/s: the ceiling a convolution net's step can approach."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    a @ b  # warm-up
+def best_time(fn, device, repeats: int = 5) -> float:
+    fn()  # warm-up: oneDNN picks and caches its kernel on the first call
     best = float("inf")
     for _ in range(repeats):
         t0 = clock(device)
-        a @ b
+        fn()
         best = min(best, clock(device) - t0)
-    return 2 * size**3 / best
+    return best
+
+
+def arithmetic_peak(device, precision: str) -> tuple[float, str]:
+    """The device's best rate in ``precision`` (FLOP/s) over the kernels the step runs, and which.
+
+    Two probes, under the same autocast as the step: a 2048² matmul (the fully connected layers)
+    and conv3 of the paper net at batch 64 (13×13, 384 → 384, 3×3: oneDNN's convolution, which on
+    some AMD CPUs beats torch's sgemm, so a matmul-only ceiling would be too low). The larger is
+    the ceiling: no step of the same arithmetic can run faster than its FLOPs at that rate.
+    """
+    size = 2048
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    conv = torch.nn.Conv2d(384, 384, 3, padding=1).to(device).to(memory_format=torch.channels_last)
+    x = torch.randn(64, 384, 13, 13, device=device).contiguous(memory_format=torch.channels_last)
+
+    def matmul():
+        with torch.no_grad(), autocast(device, precision):
+            a @ b
+
+    def convolution():
+        with torch.no_grad(), autocast(device, precision):
+            conv(x)
+
+    rates = {
+        "matmul": 2 * size**3 / best_time(matmul, device),
+        "conv": 2 * 64 * 384 * 384 * 9 * 13 * 13 / best_time(convolution, device),
+    }
+    kernel = max(rates, key=rates.get)
+    return rates[kernel], f"{precision} {kernel}"
 
 
 def step_flops(name: str, size: int, device) -> float:
@@ -179,16 +206,17 @@ def main() -> None:
             f"  paper    ours, fed from {args.store} "
             f"(StoreLoader + paper augmentation on {device.type}): {rate:.1f} img/s"
         )
-    if device.type == "cpu":
-        # The ceiling: even at the matmul rate, a step cannot beat FLOPs / peak. This is what bounds
-        # the speedup on a CPU without a faster precision (no native bf16 here).
-        peak, flops = matmul_peak(device), step_flops("paper", 227, device)
-        ceiling = peak / flops
-        print(
-            f"  paper    {flops / 1e9:.2f} GFLOP per training image; fp32 matmul peak here "
-            f"{peak / 1e9:.0f} GFLOP/s → at most {ceiling:.1f} img/s; ours runs at "
-            f"{100 * ours['paper'] / ceiling:.0f} % of that ceiling"
-        )
+    # The ceiling, in the precision "ours" ran in: a step cannot beat FLOPs / peak rate.
+    precision, why = resolve_precision("auto", device)
+    peak, probe = arithmetic_peak(device, precision)
+    flops = step_flops("paper", 227, device)
+    ceiling = peak / flops
+    print(f"  precision of ours: {precision} ({why})")
+    print(
+        f"  paper    {flops / 1e9:.2f} GFLOP per training image; peak here {peak / 1e9:.0f} GFLOP/s "
+        f"({probe}) → at most {ceiling:.1f} img/s; naive {ours['paper'] / ratio['paper']:.1f}, "
+        f"ours {ours['paper']:.1f} img/s = {100 * ours['paper'] / ceiling:.0f} % of that ceiling"
+    )
     print(
         f"speedup of our defaults over the naive step: cifar10 {ratio['cifar10']:.2f}×, "
         f"paper {ratio['paper']:.2f}×"

@@ -1,5 +1,6 @@
 """evaluate(): ten-crop numbers against a hand computation with torchvision's TenCrop."""
 
+import pytest
 import torch
 import torchvision.transforms.functional as TF
 from torch import nn
@@ -40,3 +41,10 @@ def test_ten_crop_averages_softmax_over_torchvision_views():
     for label, guess in zip(labels.tolist(), top5[:, 0].tolist(), strict=True):
         confusion[label, guess] += 1
     assert result["confusion"] == confusion.tolist()
+    per_class = [  # right guesses of a class over its images, counted by hand from the labels
+        100.0
+        * sum(1 for y, g in zip(labels.tolist(), top5[:, 0].tolist(), strict=True) if y == g == c)
+        / max(1, labels.tolist().count(c))
+        for c in range(classes)
+    ]
+    assert result["per_class"] == pytest.approx(per_class)

@@ -4,7 +4,7 @@ import torchvision
 from torch import nn
 
 from alexnet import AlexNetError, build_model, list_models, summarize
-from alexnet.models import AlexNet, LocalResponseNorm
+from alexnet.models import LocalResponseNorm
 
 # PAPER.md §1 and §6; d2l, cifar10 and figure1 counted from their layer tables.
 PARAMS = {
@@ -205,9 +205,17 @@ def test_torchvision_variant_takes_any_reasonable_input():
     assert m(torch.randn(1, 3, 256, 256)).shape == (1, 1000)  # AdaptiveAvgPool2d(6)
 
 
-def test_alexnet_class_is_the_same_as_build_model():
-    torch.manual_seed(1)
-    a = AlexNet("cifar10")
-    torch.manual_seed(1)
-    b = build_model("cifar10")
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+def test_grouped_cifar10_net_has_the_hand_counted_parameters():
+    # conv1 3→64 5×5; conv2 64→128 5×5 in 2 groups; conv3 128→256 3×3; conv4 256→256 and conv5
+    # 256→128 3×3 in 2 groups; fc6 128·2·2→512 (28 → pool 13 → pool 6 → pool 2); fc7 512→512; fc8 512→10
+    expected = (
+        (3 * 64 * 25 + 64)
+        + (32 * 128 * 25 + 128)
+        + (128 * 256 * 9 + 256)
+        + (128 * 256 * 9 + 256)
+        + (128 * 128 * 9 + 128)
+        + (128 * 2 * 2 * 512 + 512)
+        + (512 * 512 + 512)
+        + (512 * 10 + 10)
+    )
+    assert n_params(build_model("cifar10", groups=2, input_size=28)) == expected == 1_375_754

@@ -419,3 +419,44 @@ def resolve(preset_name: str, *, yaml_file: str | Path | None = None, sets: dict
     base = preset(values.pop("preset", preset_name))
     values.update(sets or {})
     return override(base, values)
+
+
+def describe(config: RunConfig) -> str:
+    """The recipe in one line, as the README's preset table shows it (a test keeps the two equal)."""
+    m, d, o, s, t = config.model, config.data, config.optim, config.schedule, config.train
+    rule = "§5's SGD rule (learning rate inside the velocity)" if o.name == "paper_sgd" else "SGD"
+    momentum = (
+        f"momentum {o.momentum:g}{' (Nesterov)' if o.nesterov else ''}" if o.momentum else "no momentum"
+    )
+    decay = f"weight decay {o.weight_decay:g}{'' if o.bias_decay else ' (weights only, not biases)'}"
+    schedule = {
+        "plateau": f"÷{1 / s.factor:g} on a validation plateau (patience {s.patience}) "
+        f"at most {s.max_drops} times",
+        "step": f"÷{1 / s.factor:g} every {s.step_size} epochs",
+        "cosine": f"cosine to {s.min_lr:g}",
+        "constant": "constant rate",
+    }[s.name]
+    if s.warmup_epochs:
+        schedule += f" after {s.warmup_epochs:g} warm-up epoch(s)"
+    crops = f"RandomResizedCrop({d.crop})" if d.crop_mode == "resized" else f"{d.crop}×{d.crop} random crops"
+    if d.flip:
+        crops += " + flips"
+    if d.lighting != "none":
+        crops += f" + PCA lighting ({'the store' if d.lighting == 'store' else 'ImageNet'}'s eigenpairs)"
+    if d.resize:
+        crops += f", resized to {d.resize}"
+    if d.normalize == "mean_image":
+        crops += ", minus the per-pixel mean image"
+    else:
+        crops += f", mean {'/'.join(f'{v:g}' for v in d.mean)} std {'/'.join(f'{v:g}' for v in d.std)}"
+    parts = [f"{rule} lr {o.lr:g}, {momentum}, {decay}", f"batch {t.batch_size}, {t.epochs} epochs", schedule]
+    if t.label_smoothing:
+        parts.append(f"label smoothing {t.label_smoothing:g}")
+    model = [
+        f"{m.init} init" if m.init else "",
+        f"groups {m.groups}" if m.groups else "",
+        f"dropout {m.dropout:g}",
+    ]
+    parts += [crops, ", ".join(p for p in model if p)]
+    parts.append("ten-crop final evaluation" if d.ten_crop else "centre-crop final evaluation")
+    return "; ".join(parts)
