@@ -3,11 +3,12 @@
 Naive: fp32, NCHW, torch.nn.LocalResponseNorm, eager. Ours: the defaults ``alexnet train`` picks for
 the device (our LRN, channels_last, bf16 autocast where the device has native bf16), optionally
 with torch.compile. Models: ``paper`` at 227 and ``cifar10`` at 28 (its recipe's crop). Also a
-short loss-parity check: the same seed trained a few steps both ways must give close losses. On
-the CPU it also prints the ceiling: the paper net's FLOPs per training image against the measured
-fp32 matmul rate, the most any implementation of the same arithmetic can reach here.
+short loss-parity check: the same seed trained a few steps both ways must give close losses. It
+also prints the ceiling: the paper net's FLOPs per training image against the best measured rate,
+in the precision of our step, of the kernels the step runs (matmul, convolutions), the most any
+implementation of the same arithmetic can reach here, and our fraction of it.
 
-    python benchmarks/train_step.py [--batch 64] [--steps 5] [--device cpu|cuda] [--compile]
+    python benchmarks/train_step.py [--batch 64] [--steps 5] [--device cpu|cuda] [--compile] [--precision P]
     python benchmarks/train_step.py --device cuda --batch 256 --store STORE   # + from a prepared store
 """
 
@@ -65,6 +66,7 @@ def timed(step, x, y, steps, device) -> tuple[float, float]:
 
 def best_time(fn, device, repeats: int = 5) -> float:
     fn()  # warm-up: oneDNN picks and caches its kernel on the first call
+    fn()
     best = float("inf")
     for _ in range(repeats):
         t0 = clock(device)
@@ -73,33 +75,50 @@ def best_time(fn, device, repeats: int = 5) -> float:
     return best
 
 
-def arithmetic_peak(device, precision: str) -> tuple[float, str]:
-    """The device's best rate in ``precision`` (FLOP/s) over the kernels the step runs, and which.
+# Probes for the ceiling: (name, module or None for a matmul, input shape), at batch 64. The paper
+# net's conv2 (27×27, 96 → 256, 5×5, two groups: the most FLOPs of any layer) and conv3 (13×13,
+# 256 → 384, 3×3), and a 4096² matmul for the fully connected layers.
+PROBES = (
+    ("matmul 4096²", None, (4096, 4096)),
+    ("conv2 5×5 g2", (96, 256, 5, 2, 2), (64, 96, 27, 27)),
+    ("conv3 3×3", (256, 384, 3, 1, 1), (64, 256, 13, 13)),
+)
 
-    Two probes, under the same autocast as the step: a 2048² matmul (the fully connected layers)
-    and conv3 of the paper net at batch 64 (13×13, 384 → 384, 3×3: oneDNN's convolution, which on
-    some AMD CPUs beats torch's sgemm, so a matmul-only ceiling would be too low). The larger is
-    the ceiling: no step of the same arithmetic can run faster than its FLOPs at that rate.
+
+def arithmetic_peak(device, precision: str, repeats: int = 10) -> tuple[float, str]:
+    """The device's best sustained rate in ``precision`` (FLOP/s) over kernels the step runs.
+
+    Each probe runs under the same autocast as our step (bf16 convolutions and matmuls go to
+    oneDNN on the CPU); a convolution is probed as well as a matmul because on some CPUs torch's
+    sgemm is slower than its convolutions, and a matmul-only ceiling would be too low. The
+    largest rate is the ceiling: no step of the same arithmetic can beat its FLOPs at that rate.
     """
-    size = 2048
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    conv = torch.nn.Conv2d(384, 384, 3, padding=1).to(device).to(memory_format=torch.channels_last)
-    x = torch.randn(64, 384, 13, 13, device=device).contiguous(memory_format=torch.channels_last)
+    rates = {}
+    for name, spec, shape in PROBES:
+        x = torch.randn(*shape, device=device)
+        if spec is None:
+            w = torch.randn(*shape, device=device)
+            flops = 2 * shape[0] * shape[1] * shape[1]
 
-    def matmul():
-        with torch.no_grad(), autocast(device, precision):
-            a @ b
+            def run(x=x, w=w):
+                with torch.no_grad(), autocast(device, precision):
+                    x @ w
+        else:
+            c_in, c_out, k, pad, groups = spec
+            conv = torch.nn.Conv2d(c_in, c_out, k, padding=pad, groups=groups).to(device)
+            conv = conv.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+            n, _, h, w_ = shape
+            flops = 2 * n * h * w_ * c_out * (c_in // groups) * k * k
 
-    def convolution():
-        with torch.no_grad(), autocast(device, precision):
-            conv(x)
+            def run(x=x, conv=conv):
+                with torch.no_grad(), autocast(device, precision):
+                    conv(x)
 
-    rates = {
-        "matmul": 2 * size**3 / best_time(matmul, device),
-        "conv": 2 * 64 * 384 * 384 * 9 * 13 * 13 / best_time(convolution, device),
-    }
+        rates[name] = flops / best_time(run, device, repeats)
     kernel = max(rates, key=rates.get)
-    return rates[kernel], f"{precision} {kernel}"
+    shown = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items())
+    return rates[kernel], f"{precision}; GFLOP/s by probe: {shown}"
 
 
 def step_flops(name: str, size: int, device) -> float:
@@ -111,8 +130,7 @@ def step_flops(name: str, size: int, device) -> float:
     return counter.get_total_flops() / len(x)
 
 
-def variants(name, size, device, compile_model):
-    precision, _ = resolve_precision("auto", device)
+def variants(name, size, device, compile_model, precision):
 
     def naive():
         torch.manual_seed(0)
@@ -146,7 +164,8 @@ def from_store(path: str, batch: int, steps: int, device, compile_model: bool) -
     augment = build_transforms(config, store).train
     split = store.split("train" if "train" in store.splits else next(iter(store.splits)))
     loader = StoreLoader(split, batch, seed=0, drop_last=True, device=device)
-    step = list(variants("paper", 227, device, compile_model).values())[-1]()  # the same "ours" step
+    precision, _ = resolve_precision("auto", device)
+    step = list(variants("paper", 227, device, compile_model, precision).values())[-1]()  # "ours"
     generator = torch.Generator(device=device).manual_seed(0)
 
     def batches():  # epoch after epoch, however small the store
@@ -171,8 +190,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--store", help="also time the paper step fed from this prepared store")
+    parser.add_argument(
+        "--precision", default="auto", help="precision of ours: auto (as training), fp32, bf16"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
+    precision, why = resolve_precision(args.precision, device)
     name_of = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(
         f"training step, batch {args.batch}, {args.steps} timed steps after 2 warm-up, on {name_of} "
@@ -184,7 +207,7 @@ def main() -> None:
         y = torch.randint(0, 10 if name == "cifar10" else 1000, (args.batch,), device=device)
         rates = {}
         losses = {}
-        for label, make in variants(name, size, device, args.compile).items():
+        for label, make in variants(name, size, device, args.compile, precision).items():
             step = make()
             best, median = timed(step, x, y, args.steps, device)
             rates[label] = best
@@ -207,7 +230,6 @@ def main() -> None:
             f"(StoreLoader + paper augmentation on {device.type}): {rate:.1f} img/s"
         )
     # The ceiling, in the precision "ours" ran in: a step cannot beat FLOPs / peak rate.
-    precision, why = resolve_precision("auto", device)
     peak, probe = arithmetic_peak(device, precision)
     flops = step_flops("paper", 227, device)
     ceiling = peak / flops

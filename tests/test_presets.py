@@ -121,13 +121,15 @@ def test_parameter_groups_decay_exactly_the_weights():
     ("flags", "capability", "native"),
     [
         ({"avx2", "fma"}, "AVX2", False),
-        ({"avx512f", "avx512_bf16"}, "AVX512", True),
+        ({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, "AVX512", True),
         ({"avx512f", "amx_bf16"}, "AVX512", True),
-        ({"avx512f", "avx512_bf16"}, "AVX2", False),  # ATEN_CPU_CAPABILITY=avx2 forces the AVX2 path
+        ({"avx512f", "avx512_bf16", "amx_bf16"}, "AVX2", False),  # ATEN_CPU_CAPABILITY=avx2: AVX2 path
+        ({"avx512f", "avx512_bf16"}, "AVX512", False),  # measured slower in bf16 than in fp32 here
         ({"avx512f"}, "AVX512", False),
     ],
 )
 def test_auto_precision_follows_the_cpu_flags_and_torch_dispatch(monkeypatch, flags, capability, native):
+    monkeypatch.delenv("ALEXNET_AUTO_PRECISION", raising=False)
     monkeypatch.setattr("alexnet.runtime.cpu_flags", lambda: flags)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     assert cpu_native_bf16()[0] is native
@@ -136,6 +138,8 @@ def test_auto_precision_follows_the_cpu_flags_and_torch_dispatch(monkeypatch, fl
     assert resolve_precision("fp32", torch.device("cpu")) == ("fp32", "asked for")
     with pytest.raises(AlexNetError, match="fp16 training is for GPUs"):
         resolve_precision("fp16", torch.device("cpu"))
+    monkeypatch.setenv("ALEXNET_AUTO_PRECISION", "bf16")  # how the suite runs the other path
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16", "auto: ALEXNET_AUTO_PRECISION=bf16")
 
 
 # -- splits ------------------------------------------------------------------------------------
