@@ -1,6 +1,7 @@
 """The run directory never loses or mixes data: kills at every point of the epoch end, a second
 writer, leftover temporary files, a full disk, another data set, and bad input (issue 8)."""
 
+import contextlib
 import errno
 import json
 import os
@@ -233,6 +234,17 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_survives(
     assert line.endswith(
         "the disk is full (no space left on device); free some space and run the command again"
     )
+    if small_disk is not None:  # a new run on a disk with no room writes no empty config.yaml
+        rest = disk / "rest"
+        with open(rest, "wb") as f, contextlib.suppress(OSError):
+            f.write(b"\0" * shutil.disk_usage(disk).free)
+        fresh = disk / "fresh"
+        code = main(
+            ["train", "--preset", "figure1", "--data", str(store), "--out", str(fresh), "--epochs", "1"]
+        )
+        assert code == 2 and not (fresh / "config.yaml").exists() and not list(fresh.rglob("*.tmp"))
+        assert "the disk is full" in capsys.readouterr().err
+        rest.unlink()
     after = last(out)  # untouched and loadable
     assert after["epoch"] == 1 and all(
         torch.equal(after["model"][k], before["model"][k]) for k in before["model"]

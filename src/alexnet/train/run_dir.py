@@ -71,9 +71,14 @@ class RunDir:
                 f"{self.root} is in use by {holder}; wait for it to finish (or stop it), "
                 f"then --resume, or choose another --out"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+        try:
+            with reporting_write_errors(self.root / LOCK_FILE):  # the holder's name, for a refused writer
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"process {os.getpid()}\n".encode(), 0)
+        except BaseException:
+            self.unlock()  # __exit__ does not run when __enter__ fails
+            raise
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
