@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from alexnet.cli import main
 
 
@@ -32,3 +34,19 @@ def test_unknown_model_is_one_line_and_exit_2():
 def test_input_too_small_is_exit_2(capsys):
     assert main(["summary", "paper", "--input-size", "224"]) == 2
     assert "fc6 expects 256×6×6 features" in capsys.readouterr().err
+
+
+def test_version_and_print_config(capsys):
+    import yaml
+
+    from alexnet import __version__
+    from alexnet.config import from_dict, resolve
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"alexnet {__version__}"
+    assert (
+        main(["train", "--preset", "d2l", "--set", "optim.lr=0.02", "--epochs", "3", "--print-config"]) == 0
+    )
+    printed = from_dict(yaml.safe_load(capsys.readouterr().out))
+    assert printed == resolve("d2l", sets={"optim.lr": "0.02", "train.epochs": "3"})

@@ -255,6 +255,7 @@ def test_torchvision_set_offline_is_one_clear_line(tmp_path, monkeypatch):
         monkeypatch.setenv(var, "http://127.0.0.1:9")  # a closed port: every download fails at once
     with pytest.raises(AlexNetError, match=r"cannot get cifar10 into .*without a network, put cifar-10-py"):
         resolve_source("cifar10", cache_dir=tmp_path)
+    assert not (tmp_path / "cifar10").exists()  # no empty folder left behind
 
 
 def test_open_data_accepts_a_store_or_prepares_a_folder_once(tmp_path, monkeypatch):

@@ -82,7 +82,17 @@ def test_cli_train_one_epoch_then_evaluate(cifar_store, tmp_path, capsys):
         "images_per_second",
     }
     out_json = tmp_path / "eval.json"
+    capsys.readouterr()
     assert main(["evaluate", str(run), "--data", str(cifar_store), "--json", str(out_json)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"{run / 'checkpoints' / 'best.pt'} (epoch 1) on test (500 images")
+    assert printed[1].split() == ["class", "images", "accuracy"]
+    assert [line.split()[:2] for line in printed[2:]] == [
+        [c, "50"]
+        for c in sorted(
+            ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        )
+    ]
     result = __import__("json").loads(out_json.read_text())
     assert result["count"] == 500 and len(result["per_class"]) == 10 and len(result["confusion"]) == 10
     assert sum(map(sum, result["confusion"])) == 500

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ._version import __version__
 from .errors import AlexNetError
 
 
@@ -71,6 +72,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = resume_config(args.out, sets)  # continue the run as it was
     else:
         config = resolve(args.preset or "paper", yaml_file=args.config, sets=sets)
+    if args.print_config:
+        import yaml
+
+        from .config import to_dict
+
+        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+        return 0
     result = fit(config, resume=args.resume)
     line = f"run {result.run_dir}: best validation top-1 error {result.best_val_top1_error:.2f} %"
     if result.best_epoch is not None:
@@ -111,6 +119,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f"top-1 error {result['top1_error']:.2f} %, top-5 error {result['top5_error']:.2f} %, "
         f"loss {result['loss']:.4f}"
     )
+    width = max(len(c) for c in result["classes"])
+    counts = [sum(row) for row in result["confusion"]]
+    print(f"  {'class':<{width}}  images  accuracy")
+    for name, n, accuracy in zip(result["classes"], counts, result["per_class"], strict=True):
+        print(f"  {name:<{width}}  {n:6d}  {accuracy:7.2f} %")
     if args.json:
         keys = (
             "top1_error",
@@ -133,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alexnet", description="AlexNet (NIPS 2012): models, data, training."
     )
+    parser.add_argument("--version", action="version", version=f"alexnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("models", help="list the model names build_model accepts")
@@ -197,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="channels_last memory format (default on)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--seed", default=None, help="seed of the weights, the order and the augmentation")
     p.add_argument(
         "--two-devices", default=None, metavar="A,B", help="the paper's two-tower split, e.g. cuda:0,cuda:1"

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AlexNetError
+from ..fileio import first_line
 
 SPLIT_NAMES = ("train", "val", "test")
 # Files with these endings count as images when checking that a class folder is not empty; every
@@ -128,15 +129,18 @@ def torchvision_source(name: str, cache_dir: Path | None = None, download: bool 
     cls_name, files = TORCHVISION_SETS[name]
     cls = getattr(tvd, cls_name)
     root = Path(cache_dir or default_cache_dir()) / name
+    existed = root.exists()
     splits: dict[str, FolderSplit | ArraySplit] = {}
     for split, train in (("train", True), ("test", False)):
         try:
             ds = cls(str(root), train=train, download=download)
         except Exception as exc:  # URLError, RuntimeError ("Dataset not found"), checksum errors, …
-            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            if not existed:  # torchvision made the folder for its download: leave nothing behind
+                _remove_empty_folders(root)
             raise AlexNetError(
-                f"cannot get {name} into {root} ({reason}); without a network, put {files} "
-                f"into {root} yourself, or pass an ImageFolder path as --data"
+                f"cannot get {name} into {root} ({first_line(exc)[:160]}); without a network, put {files} "
+                f"into {root} yourself (or point $ALEXNET_DATA at a folder that holds them), or give "
+                f"an ImageFolder path instead of {name!r}"
             ) from None
         images = np.asarray(ds.data, dtype=np.uint8)
         if images.ndim == 3:  # MNIST-like: [N, H, W] grey
@@ -144,6 +148,15 @@ def torchvision_source(name: str, cache_dir: Path | None = None, download: bool 
         splits[split] = ArraySplit(images, np.asarray(ds.targets, dtype=np.int64))
         classes = tuple(ds.classes)
     return Source(f"torchvision:{name}", splits, classes, classes)
+
+
+def _remove_empty_folders(root: Path) -> None:
+    """Remove ``root`` and the folders under it if they hold no file."""
+    if not root.is_dir() or any(p.is_file() for p in root.rglob("*")):
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        folder.rmdir()
+    root.rmdir()
 
 
 def resolve_source(spec: str | Path, cache_dir: Path | None = None) -> Source:
