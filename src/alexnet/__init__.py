@@ -1,6 +1,7 @@
 """alexnet: AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) as published, its variants, and its tools."""
 
 from ._version import __version__
+from .analysis import load_model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, preset, preset_names
 from .errors import AlexNetError
@@ -29,6 +30,7 @@ __all__ = [
     "fit",
     "list_models",
     "load_checkpoint",
+    "load_model",
     "preset",
     "preset_names",
     "save_checkpoint",

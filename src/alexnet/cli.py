@@ -142,6 +142,42 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from .analysis import image_files, load_model
+    from .fileio import check_writable_target, write_atomic
+
+    if args.json:
+        check_writable_target(args.json)
+    loaded = load_model(args.checkpoint, device=args.device)
+    files = image_files(args.images)
+    print(f"{loaded.checkpoint} (epoch {loaded.epoch}), {len(files)} image(s)", file=sys.stderr)
+    results, skipped = [], []
+    with tqdm(total=len(files), unit="img", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+        for start in range(0, len(files), args.batch_size):
+            chunk = files[start : start + args.batch_size]
+            predictions, bad = loaded.predict(chunk, topk=args.topk, ten_crop=args.ten_crop)
+            results += predictions
+            skipped += bad
+            bar.update(len(chunk))
+    for p in results:
+        print(f"{p.path}: " + ", ".join(f"{name} {100 * prob:.1f} %" for name, prob in p.top))
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} of {len(files)} file(s) skipped", file=sys.stderr)
+    if args.json:
+        rows = [{"path": p.path, "top": [{"class": c, "probability": q} for c, q in p.top]} for p in results]
+        skipped_rows = [{"path": path, "reason": reason} for path, reason in skipped]
+        write_atomic(args.json, json.dumps({"predictions": rows, "skipped": skipped_rows}, indent=1))
+    if not results:
+        raise AlexNetError(f"none of the {len(files)} file(s) could be decoded")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alexnet", description="AlexNet (NIPS 2012): models, data, training."
@@ -229,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top-k classes of image files with a trained model")
+    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (its best.pt, else last.pt)")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and folders of them")
+    p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--ten-crop", action="store_true", help="average the softmax of ten crops (§4.1)")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the predictions as JSON")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 

@@ -379,6 +379,7 @@ class Trainer:
             "normalization": self.transforms.saved,
             "crop": d.crop,
             "resize": d.resize,
+            "image_size": self.store.size,  # what prepare made of every image: predict does the same
             "version": __version__,
         }  # fmt: skip
 

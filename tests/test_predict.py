@@ -1,0 +1,64 @@
+"""load_model and predict: a trained model back in Python, and its predictions on image files."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import cifar_slice
+
+from alexnet import AlexNetError, load_model
+from alexnet.cli import main
+from alexnet.config import resolve
+from alexnet.data import open_store, prepare
+from alexnet.train import fit
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    cifar_slice(root / "src", {"train": 60, "test": 4})
+    prepare(root / "src", root / "store", workers=1, progress=False)
+    sets = {"data.source": str(root / "store"), "train.out": str(root / "run"), "train.epochs": "2",
+            "train.batch_size": "32", "train.precision": "fp32", "data.crop": "28"}  # fmt: skip
+    fit(resolve("cifar10", sets={**sets, "data.ten_crop": "false"}), progress=False)
+    return root
+
+
+def test_predict_gives_the_probabilities_of_the_evaluation_forward_pass(trained):
+    loaded = load_model(trained / "run", device="cpu")
+    assert loaded.checkpoint.name == "best.pt" and loaded.image_size == 32 and len(loaded.classes) == 10
+    files = sorted((trained / "src" / "test").rglob("*.jpg"))
+    predictions, skipped = loaded.predict(files, topk=3)
+    assert skipped == [] and [p.path for p in predictions] == [str(f) for f in files]
+    # the same images from the store (decoded by prepare), through the checkpoint's own transform
+    test = open_store(trained / "store").split("test")
+    with torch.no_grad():
+        x = loaded.transform()(torch.from_numpy(np.array(test.images)))
+        probs = loaded.model(x).softmax(1)
+    for p, row in zip(predictions, probs, strict=True):
+        values, indices = row.topk(3)
+        assert [c for c, _ in p.top] == [loaded.classes[i] for i in indices.tolist()]
+        assert [q for _, q in p.top] == pytest.approx(values.tolist(), abs=1e-6)
+    tens, _ = loaded.predict(files[:2], topk=10, ten_crop=True)
+    assert sum(q for _, q in tens[0].top) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_command_skips_broken_files_and_writes_json(trained, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    shutil.copytree(trained / "src" / "test" / "cat", folder)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "p.json"
+    assert main(["predict", str(trained / "run"), str(folder), "--topk", "2", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 4 and all(line.count(" %") == 2 for line in lines)
+    assert f"skipped {folder / 'broken.jpg'}: not an image Pillow can identify" in captured.err
+    assert "1 of 5 file(s) skipped" in captured.err
+    saved = json.loads(out.read_text())
+    assert len(saved["predictions"]) == 4 and saved["skipped"][0]["path"].endswith("broken.jpg")
+    assert main(["predict", str(trained / "run"), str(tmp_path / "nowhere.jpg")]) == 2
+    assert "nowhere.jpg does not exist" in capsys.readouterr().err
+    with pytest.raises(AlexNetError, match="holds no checkpoint"):
+        load_model(tmp_path)
