@@ -175,6 +175,97 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         write_atomic(args.json, json.dumps({"predictions": rows, "skipped": skipped_rows}, indent=1))
     if not results:
         raise AlexNetError(f"none of the {len(files)} file(s) could be decoded")
+    if args.figure:
+        from .analysis.reports import prediction_figure
+
+        prediction_figure(loaded, results, args.figure)
+        print(f"figure: {args.figure}", file=sys.stderr)
+    return 0
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .analysis import load_model
+    from .analysis.reports import split_features
+
+    loaded = load_model(args.checkpoint, device=args.device)
+    with tqdm(unit="img", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+        features = split_features(loaded, args.data, args.split, args.layer, args.out, progress=bar.update)
+    n, d = features.values.shape
+    size = n * d * 4 / 1e6
+    print(f"{features.path}: {args.layer} of {n:,} {args.split} images, {d:,} floats each ({size:,.1f} MB)")
+    return 0
+
+
+def _cmd_neighbors(args: argparse.Namespace) -> int:
+    import json
+
+    from .analysis import load_model
+    from .analysis.reports import neighbours
+
+    loaded = load_model(args.checkpoint, device=args.device)
+    report = neighbours(loaded, args.data, args.query, k=args.k, layer=args.layer, figure=args.figure)
+    for row in report["queries"][: args.show]:
+        found = ", ".join(
+            f"{c} ({d:.1f})" for c, d in zip(row["neighbour_labels"], row["distances"], strict=True)
+        )
+        label = f" [{row['label']}]" if row["label"] else ""
+        print(f"{row['query']}{label}: {found}")
+    if report["same_class_fraction"] is not None:
+        print(f"{100 * report['same_class_fraction']:.1f} % of the {report['k']} nearest {report['base']} "
+              f"share their query's class ({len(report['queries'])} queries, {report['layer']})")  # fmt: skip
+    if args.json:
+        from .fileio import write_atomic
+
+        write_atomic(args.json, json.dumps(report))
+    return 0
+
+
+def _cmd_filters(args: argparse.Namespace) -> int:
+    from .analysis import load_model
+    from .analysis.reports import filters
+
+    loaded = load_model(args.checkpoint, device="cpu")
+    numbers = filters(loaded, args.out)
+    print(f"{args.out}: {numbers['kernels']} conv1 kernels {'×'.join(map(str, numbers['kernel_size']))}, "
+          f"{numbers['towers']} tower(s)")  # fmt: skip
+    for i, score in enumerate(numbers["tower_colour_scores"], 1):
+        print(f"  tower {i}: mean colour score {score:.3f} (0: grey kernels, 1: no luminance)")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .analysis.reports import plot_runs
+
+    numbers = plot_runs(args.runs, args.out)
+    print(f"{args.out}: curves of {', '.join(numbers['runs'])}")
+    if "confusion" in numbers:
+        print(f"{numbers['confusion']['png']}: confusion matrix of {args.runs[0]}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .analysis import load_model
+    from .analysis.export import export
+    from .data import open_data
+
+    loaded = load_model(args.checkpoint, device="cpu")
+    check = None
+    if args.data:
+        store = open_data(args.data)
+        split = store.split("test" if "test" in store.splits else next(iter(store.splits)))
+        check = torch.from_numpy(np.array(split.images[: args.check_images]))
+    report = export(loaded, args.format, args.out, check)
+    line = f"{args.out}: {args.format} export of {loaded.checkpoint} (epoch {loaded.epoch})"
+    if "max_abs_logit_difference" in report:
+        images = f"images of {args.data}" if args.data else "random images"
+        diff = report["max_abs_logit_difference"]
+        line += f"; max |logit difference| against PyTorch on {report['checked_images']} {images}: {diff:.2e}"
+    print(line)
     return 0
 
 
@@ -274,7 +365,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="OUT", help="write the predictions as JSON")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--figure", default=None, metavar="OUT.png", help="Fig. 4 (left): images with top-5 bars")
     p.set_defaults(func=_cmd_predict)
+
+    data_help = "a prepared store, an ImageFolder root or a torchvision set name (the model's classes)"
+    p = sub.add_parser("features", help="a layer's activations (fc7: §6.1) for a whole split, memory-mapped")
+    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (its best.pt, else last.pt)")
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--split", default="train", help="split to extract (default train)")
+    p.add_argument("--layer", default="fc7", help="conv1..conv5, fc6, fc7 (after ReLU) or fc8 (logits)")
+    p.add_argument(
+        "--out", default=None, help="the .npy to write (default RUN/features/SPLIT-LAYER-epochE.npy)"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("neighbors", help="Fig. 4 (right): the training images nearest each query in fc7")
+    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (its best.pt, else last.pt)")
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--query", required=True, nargs="+", help="a split name (e.g. test) or image files")
+    p.add_argument("--k", type=int, default=6, help="neighbours per query (default 6)")
+    p.add_argument("--layer", default="fc7", help="the feature layer (default fc7)")
+    p.add_argument("--figure", default=None, metavar="OUT.png", help="queries and their neighbours")
+    p.add_argument("--json", default=None, metavar="OUT", help="write every query's neighbours as JSON")
+    p.add_argument("--show", type=int, default=10, help="queries to print (default 10)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=_cmd_neighbors)
+
+    p = sub.add_parser("filters", help="Fig. 3: the conv1 kernels per tower and their colour scores")
+    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (its best.pt, else last.pt)")
+    p.add_argument("--out", required=True, metavar="OUT.png", help="the grid to write (numbers in OUT.json)")
+    p.set_defaults(func=_cmd_filters)
+
+    p = sub.add_parser("plot", help="loss, errors and learning rate of runs against epochs; confusion matrix")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories of alexnet train")
+    p.add_argument("--out", default="curves.png", metavar="OUT.png", help="curves (default curves.png)")
+    p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser("export", help="ONNX, TorchScript or safetensors, checked against PyTorch")
+    p.add_argument("checkpoint", help="a checkpoint file, or a run directory (its best.pt, else last.pt)")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument("--data", default=None, help="real images to check the export on (its test split)")
+    p.add_argument("--check-images", type=int, default=16, help="how many (default 16)")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..errors import AlexNetError
 
@@ -154,6 +155,13 @@ class LocalResponseNorm(nn.Module):
         self._workspace: Workspace = {}
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            # Exporters (ONNX, TorchScript) cannot see inside our autograd Function; torch's own
+            # LRN, applied per group, computes the same result from ops they know.
+            chunks = x.chunk(self.groups, dim=1)
+            return torch.cat(
+                [F.local_response_norm(c, self.size, self.alpha, self.beta, self.k) for c in chunks], 1
+            )
         return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups, self._workspace)
 
     def extra_repr(self) -> str:

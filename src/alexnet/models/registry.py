@@ -42,10 +42,34 @@ def build_model(name: str, *, weights: str | Path | None = None, **switches) -> 
         raise AlexNetError(
             f"model {name!r} takes no switch {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}"
         )
+    exported = _exported_switches(weights)
+    switches = {**exported, **switches}  # a safetensors export knows how its model was built
     model = factory(**switches) if name == "figure1" else AlexNet(name, **switches)
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def _exported_switches(weights) -> dict:
+    """The switches recorded in an ``alexnet export --format safetensors`` file (else none)."""
+    if weights is None or Path(weights).suffix != ".safetensors" or not Path(weights).is_file():
+        return {}
+    # imported here: analysis and config import the models package, which must load first
+    from ..analysis.export import read_safetensors
+
+    _, meta = read_safetensors(Path(weights))
+    if not meta:
+        return {}
+    from ..config import from_dict
+
+    config = from_dict(meta["config"])
+    side = config.data.resize or config.data.crop
+    arch = {
+        "num_classes": len(meta["classes"]),
+        "in_channels": meta["arch"]["in_channels"],
+        "input_size": side,
+    }
+    return {**arch, **config.model.switches()}
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -55,6 +79,13 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         raise AlexNetError(f"weights file {path} does not exist")
     if path.stat().st_size == 0:
         raise AlexNetError(f"weights file {path} is empty (0 bytes); download or copy it again")
+    if path.suffix == ".safetensors":
+        from ..analysis.export import read_safetensors
+
+        state, _ = read_safetensors(path)
+        check_state_fits(model, state, path)
+        model.load_state_dict(state)
+        return
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, … for bad files

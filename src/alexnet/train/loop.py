@@ -401,7 +401,10 @@ class Trainer:
         self.result.final = {**self.evaluate(loader, transform), "ten_crop": d.ten_crop,
                              "split": self.splits.final.name, "epoch": last_epoch}  # fmt: skip
         self.log.message(_final_line(f"final model (epoch {last_epoch}), {view}", self.result.final))
-        summary = {k: v for k, v in self.result.final.items() if k != "confusion"}
+        summary = {
+            **self.result.final,
+            "classes": list(self.store.classes),
+        }  # the confusion too: alexnet plot
         if self.result.best_epoch not in (None, last_epoch) and self.run.best.is_file():
             load_model_state(self.model, load_checkpoint(self.run.best), self.run.best)
             self.result.best = {**self.evaluate(loader, transform), "epoch": self.result.best_epoch}

@@ -1,0 +1,141 @@
+"""features, neighbors, filters, plot, export and predict --figure: the numbers behind each command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import cifar_slice
+
+from alexnet import AlexNetError, build_model, load_model
+from alexnet.analysis.export import _require
+from alexnet.analysis.features import extract, layer_activations, nearest
+from alexnet.analysis.filters import FilterReport, colour_scores, conv1_report, tile_layout
+from alexnet.cli import main
+from alexnet.config import resolve
+from alexnet.data import open_store, prepare
+from alexnet.train import fit
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inspect")
+    cifar_slice(root / "src", {"train": 30, "test": 5})
+    prepare(root / "src", root / "store", workers=1, progress=False)
+    sets = {"data.source": str(root / "store"), "train.out": str(root / "run"), "train.epochs": "2",
+            "train.batch_size": "32", "train.precision": "fp32", "data.ten_crop": "false"}  # fmt: skip
+    fit(resolve("cifar10", sets=sets), progress=False)  # groups 2: two towers in conv1's report
+    return root
+
+
+def test_features_are_the_layer_activations_and_resume(trained, tmp_path):
+    loaded = load_model(trained / "run", device="cpu")
+    split = open_store(trained / "store").split("test")
+    out = tmp_path / "f.npy"
+    feats = extract(loaded, split, "fc7", out, batch_size=16)
+    direct = layer_activations(loaded, torch.from_numpy(np.array(split.images)), "fc7")
+    assert feats.values.shape == (50, 512) and (direct >= 0).all()  # after fc7's ReLU
+    np.testing.assert_allclose(feats.values, direct.numpy(), rtol=1e-5, atol=1e-6)
+    meta = json.loads((tmp_path / "f.npy.json").read_text())
+    assert meta["done"] == 50
+    # an interrupted extraction: rows from 32 on were never written; the rerun fills exactly those
+    values = np.load(out, mmap_mode="r+")
+    values[32:] = -1
+    values.flush()
+    del values
+    (tmp_path / "f.npy.json").write_text(json.dumps({**meta, "done": 32}))
+    again = extract(loaded, split, "fc7", out, batch_size=16)
+    np.testing.assert_allclose(again.values, direct.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_nearest_equals_a_numpy_brute_force():
+    rng = np.random.default_rng(0)
+    base, queries = rng.normal(size=(300, 20)), rng.normal(size=(7, 20))
+    d, i = nearest(queries, base, 5, chunk=64)  # several chunks: the running top-k merge is exercised
+    brute = np.sqrt(((queries[:, None, :] - base[None]) ** 2).sum(-1))
+    want = np.argsort(brute, axis=1)[:, :5]
+    assert np.array_equal(i, want)
+    np.testing.assert_allclose(d, np.take_along_axis(brute, want, 1), rtol=1e-9)
+
+
+def test_neighbors_command_reports_the_share_of_same_class_neighbours(trained, tmp_path, capsys):
+    figure = tmp_path / "nn.png"
+    code = main(["neighbors", str(trained / "run"), "--data", str(trained / "store"), "--query", "test",
+                 "--k", "4", "--figure", str(figure), "--device", "cpu"])  # fmt: skip
+    assert code == 0 and figure.stat().st_size > 0
+    report = json.loads(figure.with_suffix(".json").read_text())
+    train = np.load(next((trained / "run" / "features").glob("train-fc7-*.npy")))
+    test = np.load(next((trained / "run" / "features").glob("test-fc7-*.npy")))
+    store = open_store(trained / "store")
+    brute = ((test[:, None, :].astype(np.float64) - train[None]) ** 2).sum(-1)
+    want = np.argsort(brute, axis=1)[:, :4]
+    assert [q["neighbours"] for q in report["queries"]] == want.tolist()
+    share = (store.split("train").labels[want] == store.split("test").labels[:, None]).mean()
+    assert report["same_class_fraction"] == pytest.approx(share)
+    assert f"{100 * share:.1f} % of the 4 nearest train (300 images)" in capsys.readouterr().out
+
+
+def test_colour_score_and_the_tower_blocks_of_the_filter_grid(trained, tmp_path, capsys):
+    grey = torch.randn(1, 1, 5, 5).expand(1, 3, 5, 5)  # the same in R, G and B: colour-agnostic
+    chroma = torch.randn(1, 3, 5, 5)
+    chroma = chroma - chroma.mean(dim=1, keepdim=True)  # no luminance at all
+    assert colour_scores(torch.cat([grey, chroma])).tolist() == pytest.approx([0.0, 1.0], abs=1e-6)
+    report = conv1_report(build_model("paper"))
+    layout = tile_layout(report, per_row=16)
+    assert len(layout) == 96 and sorted(k for k, *_ in layout) == list(range(96))
+    assert {(t, r) for _, t, r, _ in layout} == {
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (1, 3),
+        (1, 4),
+        (1, 5),
+    }  # tower 1 on top
+    assert FilterReport(report.weight, 1, None).tower_scores() == []
+    out = tmp_path / "conv1.png"
+    assert main(["filters", str(trained / "run"), "--out", str(out)]) == 0
+    numbers = json.loads(out.with_suffix(".json").read_text())
+    assert (numbers["kernels"], numbers["towers"], len(numbers["tower_colour_scores"])) == (64, 2, 2)
+    assert "tower 2: mean colour score" in capsys.readouterr().out
+
+
+def test_plot_draws_the_runs_metrics_and_the_confusion_matrix(trained, tmp_path):
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(trained / "run"), "--out", str(out)]) == 0
+    numbers = json.loads(out.with_suffix(".json").read_text())
+    rows = [json.loads(line) for line in (trained / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert numbers["runs"]["run"] == rows and out.stat().st_size > 0
+    final = json.loads((trained / "run" / "final.json").read_text())
+    assert numbers["confusion"]["matrix"] == final["confusion"] and len(final["classes"]) == 10
+    assert (tmp_path / "curves-confusion.png").stat().st_size > 0
+    assert main(["plot", str(tmp_path), "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch_on_real_images(trained, tmp_path, capsys, fmt):
+    out = tmp_path / f"m.{fmt}"
+    assert main(["export", str(trained / "run"), "--format", fmt, "--out", str(out),
+                 "--data", str(trained / "store")]) == 0  # fmt: skip
+    line = capsys.readouterr().out
+    diff = float(line.rsplit(": ", 1)[1])
+    assert diff < 1e-4 and "on 16 images of" in line
+
+
+def test_safetensors_export_loads_back_through_build_model(trained, tmp_path):
+    out = tmp_path / "m.safetensors"
+    assert main(["export", str(trained / "run"), "--format", "safetensors", "--out", str(out)]) == 0
+    loaded = load_model(trained / "run", device="cpu")
+    model = build_model("cifar10", weights=out).eval()  # groups, init and size come from the file
+    x = torch.randn(3, 3, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), loaded.model(x), rtol=0, atol=1e-6)
+    with pytest.raises(AlexNetError, match=r"pip install 'alexnet\[export\]'"):
+        _require("no_such_module_here", "export")
+
+
+def test_predict_figure(trained, tmp_path):
+    out = tmp_path / "fig4.png"
+    code = main(
+        ["predict", str(trained / "run"), str(trained / "src" / "test" / "cat"), "--figure", str(out)]
+    )
+    assert code == 0 and out.stat().st_size > 0
