@@ -62,3 +62,48 @@ def test_predict_command_skips_broken_files_and_writes_json(trained, tmp_path, c
     assert "nowhere.jpg does not exist" in capsys.readouterr().err
     with pytest.raises(AlexNetError, match="holds no checkpoint"):
         load_model(tmp_path)
+
+
+def _closed_network(monkeypatch):
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # any download fails at once
+
+
+def test_torchvision_weights_by_name_from_the_torch_home_cache(tmp_path, monkeypatch):
+    import torchvision
+    from conftest import IMAGENET_SAMPLE, require
+    from PIL import Image
+
+    from alexnet import build_model
+
+    _closed_network(monkeypatch)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(
+        AlexNetError, match=r"put alexnet-owt-7be5be79\.pth \(from https://.*\) at .*torch/hub/checkpoints"
+    ):
+        build_model("torchvision", weights="DEFAULT")
+    assert not list((tmp_path / "torch").rglob("*.pth"))
+    # the file a user downloaded once, in the cache torchvision itself uses
+    reference = torchvision.models.alexnet().eval()
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(reference.state_dict(), cache / "alexnet-owt-7be5be79.pth")
+    model = build_model("torchvision", weights="DEFAULT").eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    # predict with torchvision's class names and preprocessing: the same probabilities as
+    # torchvision's own weights.transforms() pipeline on the same photograph
+    photo = next(iter(sorted(require(IMAGENET_SAMPLE).rglob("*.JPEG"))))
+    png = tmp_path / "photo.png"  # a PNG: JPEG draft decoding in prepare would change the pixels
+    Image.open(photo).convert("RGB").save(png)
+    for source in ("DEFAULT", cache / "alexnet-owt-7be5be79.pth"):
+        loaded = load_model(source, device="cpu")
+        predictions, _ = loaded.predict([png], topk=5)
+        preprocess = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.transforms()
+        with torch.no_grad():
+            probs = reference(preprocess(Image.open(png))[None]).softmax(1)[0]
+        values, indices = probs.topk(5)
+        names = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
+        assert [c for c, _ in predictions[0].top] == [names[i] for i in indices.tolist()]
+        assert [p for _, p in predictions[0].top] == pytest.approx(values.tolist(), abs=2e-3)

@@ -95,6 +95,9 @@ def test_cli_train_one_epoch_then_evaluate(cifar_store, tmp_path, capsys):
     ]
     result = __import__("json").loads(out_json.read_text())
     assert result["count"] == 500 and len(result["per_class"]) == 10 and len(result["confusion"]) == 10
+    first = result["per_class"][0]
+    assert first["class"] == "airplane" and first["images"] == 50
+    assert first["accuracy"] == pytest.approx(100 * result["confusion"][0][0] / 50)
     assert sum(map(sum, result["confusion"])) == 500
     assert 0 <= result["top5_error"] <= result["top1_error"] <= 100
     assert (

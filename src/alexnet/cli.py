@@ -138,7 +138,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "checkpoint",
             "epoch",
         )
-        write_atomic(args.json, json.dumps({k: result[k] for k in keys}, indent=1))
+        saved = {k: result[k] for k in keys}
+        saved["per_class"] = [
+            {"class": name, "images": n, "accuracy": accuracy}
+            for name, n, accuracy in zip(result["classes"], counts, result["per_class"], strict=True)
+        ]
+        write_atomic(args.json, json.dumps(saved, indent=1))
     return 0
 
 

@@ -18,10 +18,12 @@ from PIL import Image
 from torch import nn
 
 from ..checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
-from ..config import RunConfig, from_dict
+from ..config import RunConfig, from_dict, preset
 from ..data.prepare import decode
 from ..data.sources import IMAGE_EXTENSIONS
 from ..errors import AlexNetError
+from ..models import build_model
+from ..models.registry import PRETRAINED
 from ..recipe import build_for_run, eval_transform
 from ..runtime import autocast, resolve_device, resolve_precision
 
@@ -97,10 +99,50 @@ class LoadedModel:
         return predictions, skipped
 
 
+def _torchvision_model(path: str | Path, device: str) -> LoadedModel | None:
+    """torchvision's AlexNet with its ImageNet weights (by name, or a bare state_dict file of
+    them), its 1,000 class names and its preprocessing: Resize(256), CenterCrop(224), mean/std."""
+    from torchvision.models import AlexNet_Weights
+
+    if str(path) in PRETRAINED:
+        model = build_model("torchvision", weights=str(path))
+        source = Path(AlexNet_Weights.DEFAULT.url).name
+    else:
+        try:
+            model = build_model("torchvision", weights=path)
+        except AlexNetError:
+            return None  # not torchvision's weights either
+        source = str(path)
+    config = preset("torchvision")
+    dev = resolve_device(device)
+    state = {
+        "normalization": {"kind": "channel", "mean": list(config.data.mean), "std": list(config.data.std)},
+        "crop": config.data.crop,
+        "resize": None,
+        "arch": {"name": "torchvision", "num_classes": 1000, "in_channels": 3},
+    }
+    classes = list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+    model = model.to(dev).to(memory_format=torch.channels_last).eval()
+    return LoadedModel(model, config, classes, 256, 3, Path(source), 0, dev, "fp32", state)
+
+
 def load_model(path: str | Path, *, device: str = "auto") -> LoadedModel:
-    """The model of a run directory (its best.pt, else last.pt) or checkpoint, ready to predict."""
+    """The model of a run directory (its best.pt, else last.pt) or checkpoint, ready to predict.
+
+    Also torchvision's ImageNet weights: ``"DEFAULT"`` (through torchvision's weights API and
+    cache) or their file, e.g. ``alexnet-owt-7be5be79.pth``.
+    """
+    if str(path) in PRETRAINED:
+        return _torchvision_model(path, device)
     path = resolve_checkpoint(path)
-    state = load_checkpoint(path)
+    try:
+        state = load_checkpoint(path)
+    except AlexNetError as exc:
+        if "not an alexnet checkpoint" in str(exc):
+            loaded = _torchvision_model(path, device)
+            if loaded is not None:
+                return loaded
+        raise
     config = from_dict(state["config"])
     dev = resolve_device(device)
     classes = list(state["classes"])

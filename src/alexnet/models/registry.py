@@ -42,12 +42,42 @@ def build_model(name: str, *, weights: str | Path | None = None, **switches) -> 
         raise AlexNetError(
             f"model {name!r} takes no switch {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}"
         )
+    if isinstance(weights, str) and weights in PRETRAINED:
+        if name != "torchvision":
+            raise AlexNetError(f"weights={weights!r} are torchvision's, for build_model('torchvision'); "
+                               f"{name!r} has no published weights")  # fmt: skip
+        model = AlexNet(name, **switches)
+        state = pretrained_state(weights)
+        check_state_fits(model, state, f"torchvision's {weights} weights")
+        model.load_state_dict(state)
+        return model
     exported = _exported_switches(weights)
     switches = {**exported, **switches}  # a safetensors export knows how its model was built
     model = factory(**switches) if name == "figure1" else AlexNet(name, **switches)
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+# torchvision's names for its AlexNet weights (the only published ones: the "one weird trick" net)
+PRETRAINED = ("DEFAULT", "IMAGENET1K_V1")
+
+
+def pretrained_state(name: str = "DEFAULT") -> dict:
+    """torchvision's AlexNet weights through its own API: downloaded once into $TORCH_HOME's hub
+    cache (default ~/.cache/torch/hub/checkpoints), loaded from there afterwards, also offline."""
+    import torch.hub
+    from torchvision.models import AlexNet_Weights
+
+    weights = AlexNet_Weights[name] if name != "DEFAULT" else AlexNet_Weights.DEFAULT
+    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    try:
+        return weights.get_state_dict(progress=False, weights_only=True)
+    except Exception as exc:  # offline: URLError; a damaged cached file: a load error
+        raise AlexNetError(
+            f"cannot get torchvision's AlexNet weights ({first_line(exc)[:120]}); without a network, "
+            f"put {Path(weights.url).name} (from {weights.url}) at {file}"
+        ) from None
 
 
 def _exported_switches(weights) -> dict:
