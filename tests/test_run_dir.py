@@ -180,6 +180,10 @@ def test_leftover_temporary_files_are_removed_on_start_and_resume(store, tmp_pat
     (out / ".metrics.jsonl.q.tmp").write_text("{}")
     fit(config(store, out, epochs=1), progress=False)
     assert not list(out.rglob("*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.yaml", "metrics.jsonl", "checkpoints/last.pt"):  # not mkstemp's 0600
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     (out / "checkpoints" / ".best.pt.zz.tmp").write_bytes(b"x")
     fit(config(store, out, epochs=2), resume=True, progress=False)
     assert not list(out.rglob("*.tmp"))

@@ -78,6 +78,7 @@ def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         try:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other
             with os.fdopen(fd, "wb") as f:
                 if callable(data):
                     data(f)
@@ -90,6 +91,12 @@ def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
             Path(tmp).unlink(missing_ok=True)
             raise
         fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(folder: Path) -> None:

@@ -68,14 +68,16 @@ def neighbours(loaded: LoadedModel, data, query: list[str], *, k: int = 6, layer
     report = {"layer": layer, "k": int(indices.shape[1]), "base": f"{base_split} ({len(base.labels)} images)",
               "same_class_fraction": same, "queries": rows}  # fmt: skip
     if figure:
-        shown = range(min(FIGURE_QUERIES, len(names)))
+        # evenly spaced queries: a split is sorted by class, so its first rows are all one class
+        shown = np.unique(np.linspace(0, len(names) - 1, min(FIGURE_QUERIES, len(names))).round().astype(int))
         train_images = store.split(base_split).images
         fig = figures.neighbours_panel(
             [np.asarray(q_images[i]) for i in shown],
             [[np.asarray(train_images[j]) for j in indices[i]] for i in shown],
         )
         figures.save(fig, figure)
-        write_atomic(Path(figure).with_suffix(".json"), json.dumps(report))
+        drawn = {**report, "queries": [rows[i] for i in shown]}  # the numbers of the drawn rows
+        write_atomic(Path(figure).with_suffix(".json"), json.dumps(drawn))
     return report
 
 
