@@ -5,27 +5,18 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import cifar_slice
 
 from alexnet import AlexNetError, build_model, load_model
 from alexnet.analysis.export import _require
 from alexnet.analysis.features import extract, layer_activations, nearest
 from alexnet.analysis.filters import FilterReport, colour_scores, conv1_report, tile_layout
 from alexnet.cli import main
-from alexnet.config import resolve
-from alexnet.data import open_store, prepare
-from alexnet.train import fit
+from alexnet.data import open_store
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inspect")
-    cifar_slice(root / "src", {"train": 30, "test": 5})
-    prepare(root / "src", root / "store", workers=1, progress=False)
-    sets = {"data.source": str(root / "store"), "train.out": str(root / "run"), "train.epochs": "2",
-            "train.batch_size": "32", "train.precision": "fp32", "data.ten_crop": "false"}  # fmt: skip
-    fit(resolve("cifar10", sets=sets), progress=False)  # groups 2: two towers in conv1's report
-    return root
+@pytest.fixture
+def trained(small_run):
+    return small_run  # the cifar10 recipe, groups 2: two towers in conv1's report
 
 
 def test_features_are_the_layer_activations_and_resume(trained, tmp_path):
@@ -61,9 +52,14 @@ def test_nearest_equals_a_numpy_brute_force():
 def test_neighbors_command_reports_the_share_of_same_class_neighbours(trained, tmp_path, capsys):
     figure = tmp_path / "nn.png"
     code = main(["neighbors", str(trained / "run"), "--data", str(trained / "store"), "--query", "test",
-                 "--k", "4", "--figure", str(figure), "--device", "cpu"])  # fmt: skip
+                 "--k", "4", "--figure", str(figure), "--json", str(tmp_path / "all.json"),
+                 "--device", "cpu"])  # fmt: skip
     assert code == 0 and figure.stat().st_size > 0
-    report = json.loads(figure.with_suffix(".json").read_text())
+    report = json.loads(
+        (tmp_path / "all.json").read_text()
+    )  # every query; the figure's JSON has the drawn ones
+    drawn = json.loads(figure.with_suffix(".json").read_text())["queries"]
+    assert [q["query"] for q in drawn] == [f"test[{i}]" for i in (0, 7, 14, 21, 28, 35, 42, 49)]
     train = np.load(next((trained / "run" / "features").glob("train-fc7-*.npy")))
     test = np.load(next((trained / "run" / "features").glob("test-fc7-*.npy")))
     store = open_store(trained / "store")
@@ -72,7 +68,7 @@ def test_neighbors_command_reports_the_share_of_same_class_neighbours(trained, t
     assert [q["neighbours"] for q in report["queries"]] == want.tolist()
     share = (store.split("train").labels[want] == store.split("test").labels[:, None]).mean()
     assert report["same_class_fraction"] == pytest.approx(share)
-    assert f"{100 * share:.1f} % of the 4 nearest train (300 images)" in capsys.readouterr().out
+    assert f"{100 * share:.1f} % of the 4 nearest train (400 images)" in capsys.readouterr().out
 
 
 def test_colour_score_and_the_tower_blocks_of_the_filter_grid(trained, tmp_path, capsys):

@@ -6,24 +6,15 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import cifar_slice
 
 from alexnet import AlexNetError, load_model
 from alexnet.cli import main
-from alexnet.config import resolve
-from alexnet.data import open_store, prepare
-from alexnet.train import fit
+from alexnet.data import open_store
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict")
-    cifar_slice(root / "src", {"train": 60, "test": 4})
-    prepare(root / "src", root / "store", workers=1, progress=False)
-    sets = {"data.source": str(root / "store"), "train.out": str(root / "run"), "train.epochs": "2",
-            "train.batch_size": "32", "train.precision": "fp32", "data.crop": "28"}  # fmt: skip
-    fit(resolve("cifar10", sets={**sets, "data.ten_crop": "false"}), progress=False)
-    return root
+@pytest.fixture
+def trained(small_run):
+    return small_run
 
 
 def test_predict_gives_the_probabilities_of_the_evaluation_forward_pass(trained):
@@ -53,11 +44,11 @@ def test_predict_command_skips_broken_files_and_writes_json(trained, tmp_path, c
     assert main(["predict", str(trained / "run"), str(folder), "--topk", "2", "--json", str(out)]) == 0
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
-    assert len(lines) == 4 and all(line.count(" %") == 2 for line in lines)
+    assert len(lines) == 5 and all(line.count(" %") == 2 for line in lines)
     assert f"skipped {folder / 'broken.jpg'}: not an image Pillow can identify" in captured.err
-    assert "1 of 5 file(s) skipped" in captured.err
+    assert "1 of 6 file(s) skipped" in captured.err
     saved = json.loads(out.read_text())
-    assert len(saved["predictions"]) == 4 and saved["skipped"][0]["path"].endswith("broken.jpg")
+    assert len(saved["predictions"]) == 5 and saved["skipped"][0]["path"].endswith("broken.jpg")
     assert main(["predict", str(trained / "run"), str(tmp_path / "nowhere.jpg")]) == 2
     assert "nowhere.jpg does not exist" in capsys.readouterr().err
     with pytest.raises(AlexNetError, match="holds no checkpoint"):

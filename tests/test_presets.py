@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED, cifar_slice, require
+from conftest import SHARED, require, slice_store
 from torchvision.transforms.v2 import functional as TF
 
 from alexnet import AlexNetError, build_model
@@ -147,10 +147,7 @@ def test_auto_precision_follows_the_cpu_flags_and_torch_dispatch(monkeypatch, fl
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("presets")
-    cifar_slice(root / "src", {"train": 30, "test": 10})
-    prepare(root / "src", root / "store", workers=1, progress=False)
-    return root / "store"
+    return slice_store(tmp_path_factory.mktemp("presets"), {"train": 30, "test": 10})
 
 
 def test_validation_is_held_out_of_train_and_test_only_when_named(store):

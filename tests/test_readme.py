@@ -6,11 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from conftest import cifar_slice
-
-from alexnet.config import resolve
-from alexnet.data import prepare
-from alexnet.train import fit
+from conftest import slice_store, train_small
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SKIP_MARK = "# needs:"  # a line that needs a file no test can have says so, and is left out
@@ -24,16 +20,8 @@ def snippets() -> list[str]:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("readme")
-    cifar_slice(root / "src", {"train": 20, "test": 3})
-    prepare(root / "src", root / "stores" / "cifar10", workers=1, progress=False)
-    sets = {
-        "data.source": str(root / "stores" / "cifar10"),
-        "train.out": str(root / "runs" / "quick"),
-        "train.epochs": "1",
-        "train.batch_size": "32",
-        "data.ten_crop": "false",
-    }
-    fit(resolve("cifar10", sets=sets), progress=False)
+    store = slice_store(root, {"train": 20, "test": 3}, store=root / "stores" / "cifar10")
+    train_small(store, root / "runs" / "quick", epochs=1)
     (root / "photo.jpg").write_bytes(next((root / "src" / "test" / "cat").iterdir()).read_bytes())
     cache = root / "torch" / "hub" / "checkpoints"
     cache.mkdir(parents=True)

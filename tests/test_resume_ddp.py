@@ -11,18 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cifar_slice
+from conftest import slice_store
 
 from alexnet.checkpoint import load_checkpoint
-from alexnet.data import prepare
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slice")
-    cifar_slice(root / "src", {"train": 64, "test": 10})
-    prepare(root / "src", root / "store", workers=1, progress=False)
-    return root / "store"
+    return slice_store(tmp_path_factory.mktemp("slice"), {"train": 64, "test": 10})
 
 
 def train_cmd(store, out, *extra):

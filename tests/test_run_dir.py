@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGENET_SAMPLE, cifar_slice, require
+from conftest import IMAGENET_SAMPLE, require, slice_store
 
 from alexnet import AlexNetError, build_model
 from alexnet.checkpoint import load_checkpoint
@@ -32,10 +32,7 @@ class Killed(BaseException):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    cifar_slice(root / "src", {"train": 40, "test": 10})
-    prepare(root / "src", root / "store", workers=1, progress=False)
-    return root / "store"
+    return slice_store(tmp_path_factory.mktemp("runs"), {"train": 40, "test": 10})
 
 
 def config(store, out, epochs=3, **sets):
