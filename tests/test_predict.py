@@ -9,7 +9,7 @@ import torch
 
 from alexnet import AlexNetError, load_model
 from alexnet.cli import main
-from alexnet.data import open_store
+from alexnet.data import open_store, prepare
 
 
 @pytest.fixture
@@ -98,3 +98,32 @@ def test_torchvision_weights_by_name_from_the_torch_home_cache(tmp_path, monkeyp
         names = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
         assert [c for c, _ in predictions[0].top] == [names[i] for i in indices.tolist()]
         assert [p for _, p in predictions[0].top] == pytest.approx(values.tolist(), abs=2e-3)
+
+
+def test_evaluate_takes_torchvision_weights_by_name(tmp_path, monkeypatch, capsys):
+    import torchvision
+    from conftest import IMAGENET_SAMPLE, require
+    from torchvision.transforms.v2 import functional as TF
+
+    from alexnet.evaluate import evaluate_checkpoint
+
+    _closed_network(monkeypatch)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    reference = torchvision.models.alexnet().eval()
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(reference.state_dict(), cache / "alexnet-owt-7be5be79.pth")
+    store = tmp_path / "store"
+    prepare(require(IMAGENET_SAMPLE), store, workers=2, progress=False)  # 1,000 photos, torchvision's names
+    result = evaluate_checkpoint("DEFAULT", store, device="cpu")
+    # the same numbers from torchvision's own functions on the stored 256×256 images
+    val = open_store(store).split("val")
+    x = torch.from_numpy(np.array(val.images)).permute(0, 3, 1, 2)
+    x = TF.normalize(
+        TF.center_crop(x, [224, 224]).float() / 255, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    )
+    with torch.no_grad():
+        top1 = torch.cat([reference(b).argmax(1) for b in x.split(100)])
+    expected = 100.0 * float((top1 != torch.from_numpy(val.labels)).double().mean())
+    assert result["count"] == 1000 and result["split"] == "val"
+    assert result["top1_error"] == pytest.approx(expected, abs=0.1 + 1e-9)  # at most one near-tie flip

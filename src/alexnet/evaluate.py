@@ -6,18 +6,15 @@ sums are added over ranks, so every rank returns the global numbers.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checkpoint import check_classes, load_checkpoint, load_model_state, resolve_checkpoint
-from .config import from_dict
+from .analysis.predict import load_model
+from .checkpoint import check_classes
 from .data import StoreLoader, open_data
 from .errors import AlexNetError
-from .recipe import build_for_run, eval_transform
-from .runtime import DistInfo, all_reduce_sum, autocast, resolve_device, resolve_precision
+from .runtime import DistInfo, all_reduce_sum, autocast
 
 
 @torch.no_grad()
@@ -93,39 +90,28 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int = 128,
 ) -> dict:
-    """Evaluate a checkpoint (a run directory stands for its best.pt, else last.pt) on a split.
+    """Evaluate a checkpoint (a run directory stands for its best.pt, else last.pt; ``"DEFAULT"``
+    for torchvision's ImageNet weights) on a split of ``data``.
 
     The model, its classes and its input normalisation (mean image or mean/std, crop size) come
     from the checkpoint, so any store of the same classes can be evaluated.
     """
-    path = resolve_checkpoint(path)
-    state = load_checkpoint(path)
-    config = from_dict(state["config"])
-    dev = resolve_device(device)
+    loaded = load_model(path, device=device)
     store = open_data(data)
-    check_classes(state["classes"], store.classes, str(data), path)
+    check_classes(loaded.classes, store.classes, str(data), loaded.checkpoint)
     name = split or ("test" if "test" in store.splits else "val" if "val" in store.splits else None)
     if name is None:
         raise AlexNetError(f"{data} has no test or val split; name one with --split")
-    model = build_for_run(config, len(state["classes"]), state["arch"]["in_channels"])
-    load_model_state(model, state, path)
-    model = model.to(dev).to(memory_format=torch.channels_last)
-    norm = state["normalization"]
-    if norm["kind"] == "mean_image" and tuple(norm["mean_image"].shape[:2]) != (store.size, store.size):
+    if store.size != loaded.image_size:
         raise AlexNetError(
-            f"the checkpoint's mean image is {tuple(norm['mean_image'].shape[:2])}, the store's images "
-            f"{store.size}×{store.size}; prepare the data at the training size"
+            f"{loaded.checkpoint} was trained on images prepared at {loaded.image_size}×{loaded.image_size}, "
+            f"{data} holds {store.size}×{store.size}; prepare the data with --size {loaded.image_size}"
         )
-    loader = StoreLoader(store.split(name), batch_size, shuffle=False, device=dev)
-    precision, _ = resolve_precision(config.train.precision, dev)
+    loader = StoreLoader(store.split(name), batch_size, shuffle=False, device=loaded.device)
+    transform = loaded.transform(ten_crop)
     result = evaluate(
-        model, loader, eval_transform(state, ten_crop), len(state["classes"]), dev, precision=precision
+        loaded.model, loader, transform, len(loaded.classes), loaded.device, precision=loaded.precision
     )
-    result.update(
-        split=name,
-        ten_crop=ten_crop,
-        classes=list(state["classes"]),
-        checkpoint=str(Path(path)),
-        epoch=int(state.get("epoch", 0)),
-    )
+    result.update(split=name, ten_crop=ten_crop, classes=loaded.classes, checkpoint=str(loaded.checkpoint),
+                  epoch=loaded.epoch)  # fmt: skip
     return result
