@@ -59,10 +59,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False
+) -> dict:
     """Load a checkpoint with ``weights_only=True``; anything else is one clear error.
 
-    A run directory stands for its best.pt, or its last.pt when it has no best.
+    A run directory stands for its best.pt, or its last.pt when it has no best. ``mmap`` maps the
+    tensors instead of reading them: for a caller that wants only the config or history.
     """
     path = resolve_checkpoint(path)
     if not path.is_file():
@@ -70,7 +73,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.stat().st_size == 0:
         raise AlexNetError(f"{path} is empty (0 bytes): the write that made it did not finish")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise AlexNetError(
             f"refused to load {path}: it holds pickled objects that could run code, not just "

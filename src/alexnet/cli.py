@@ -193,10 +193,12 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
     from .analysis import load_model
     from .analysis.reports import split_features
+    from .data import open_data
 
     loaded = load_model(args.checkpoint, device=args.device)
+    store = open_data(args.data)
     with tqdm(unit="img", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
-        features = split_features(loaded, args.data, args.split, args.layer, args.out, progress=bar.update)
+        features = split_features(loaded, store, args.split, args.layer, args.out, progress=bar.update)
     n, d = features.values.shape
     size = n * d * 4 / 1e6
     print(f"{features.path}: {args.layer} of {n:,} {args.split} images, {d:,} floats each ({size:,.1f} MB)")

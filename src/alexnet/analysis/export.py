@@ -93,10 +93,12 @@ def export(loaded: LoadedModel, fmt: str, out: str | Path, check_images: torch.T
     return report
 
 
-def read_safetensors(path: Path) -> tuple[dict, dict]:
-    """(state_dict without our extra tensors, our metadata) of an exported safetensors file."""
+def read_safetensors(path: Path, *, tensors: bool = True) -> tuple[dict, dict]:
+    """(state_dict without our extra tensors, our metadata) of an exported safetensors file;
+    ``tensors=False`` reads the metadata alone."""
     st = _require("safetensors", "export")
     with st.safe_open(str(path), framework="pt") as f:
         meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
-        state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("_alexnet.")}  # noqa: SIM118
+        keys = [k for k in f.keys() if not k.startswith("_alexnet.")] if tensors else []  # noqa: SIM118
+        state = {k: f.get_tensor(k) for k in keys}
     return state, meta

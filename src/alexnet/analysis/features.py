@@ -63,6 +63,8 @@ def extract(loaded: LoadedModel, split: Split, layer: str, out: str | Path, *, b
                 "split": split.name, "count": len(split)}  # fmt: skip
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() and out.is_file() else None
     done = meta["done"] if meta and {k: meta.get(k) for k in identity} == identity else 0
+    if done == len(split):  # finished earlier: reused, nothing recomputed
+        return Features(np.load(out, mmap_mode="r"), np.asarray(split.labels), out)
     width = int(layer_activations(loaded, torch.from_numpy(np.array(split.images[:1])), layer).shape[1])
     with reporting_write_errors(out):
         mode = "r+" if done else "w+"

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import check_classes
 from ..data import open_data
+from ..data.store import Store
 from ..errors import AlexNetError
 from ..fileio import write_atomic
 from . import figures
@@ -24,11 +26,9 @@ def feature_path(loaded: LoadedModel, split: str, layer: str) -> Path:
     return loaded.checkpoint.parent.parent / "features" / f"{split}-{layer}-epoch{loaded.epoch}.npy"
 
 
-def split_features(loaded: LoadedModel, data, split: str, layer: str = DEFAULT_LAYER, out=None,
+def split_features(loaded: LoadedModel, store: Store, split: str, layer: str = DEFAULT_LAYER, out=None,
                    progress=None) -> Features:  # fmt: skip
-    store = open_data(data)
-    if list(store.classes) != loaded.classes:
-        raise AlexNetError(f"{data} has other classes than the model's; use the data it was trained on")
+    check_classes(loaded.classes, store.classes, str(store.root), loaded.checkpoint)
     path = Path(out) if out else feature_path(loaded, split, layer)
     return extract(loaded, store.split(split), layer, path, progress=progress)
 
@@ -41,9 +41,9 @@ def neighbours(loaded: LoadedModel, data, query: list[str], *, k: int = 6, layer
     report's ``same_class_fraction`` is the share of neighbours whose class is the query's.
     """
     store = open_data(data)
-    base = split_features(loaded, data, base_split, layer)
+    base = split_features(loaded, store, base_split, layer)
     if len(query) == 1 and query[0] in store.splits:
-        q = split_features(loaded, data, query[0], layer)
+        q = split_features(loaded, store, query[0], layer)
         q_values, q_labels, names = (
             np.asarray(q.values),
             q.labels,

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import AlexNetError
-from ..fileio import reporting_write_errors
+from ..fileio import first_line, reporting_write_errors
 from .sources import ArraySplit, FolderSplit, Source, resolve_source
 from .store import META_FILE, STORE_FORMAT, STORE_VERSION, is_store, open_store, shrink_rows
 
@@ -122,7 +122,7 @@ def decode(path: str | Path, size: int) -> np.ndarray | str:
     except UnidentifiedImageError:
         return "not an image Pillow can identify"
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
-        return f"cannot be decoded ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
+        return f"cannot be decoded ({first_line(exc)[:120]})"
 
 
 @dataclass

@@ -87,7 +87,7 @@ def _exported_switches(weights) -> dict:
     # imported here: analysis and config import the models package, which must load first
     from ..analysis.export import read_safetensors
 
-    _, meta = read_safetensors(Path(weights))
+    _, meta = read_safetensors(Path(weights), tensors=False)
     if not meta:
         return {}
     from ..config import from_dict

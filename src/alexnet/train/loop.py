@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -87,7 +86,7 @@ def fit(config: RunConfig, *, resume: bool = False, progress: bool | None = None
         if dist.enabled and device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
         with RunDir(config.train.out or default_run_dir(config), writer=dist.is_main) as run:
-            resume = _check_run_dir(run, config, resume)
+            resume = _check_run_dir(run, config, resume, dist)
             trainer = Trainer.build(config, run, device, dist, progress)
             try:
                 return trainer.train(resume)
@@ -104,9 +103,9 @@ def _restoring_determinism(before: bool):
         torch.use_deterministic_algorithms(before)
 
 
-def _check_run_dir(run: RunDir, config: RunConfig, resume: bool) -> bool:
+def _check_run_dir(run: RunDir, config: RunConfig, resume: bool, dist: DistInfo) -> bool:
     """Whether there is a checkpoint to resume from; refuse to overwrite or to mix runs."""
-    if config.train.two_devices and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if config.train.two_devices and dist.enabled:
         raise AlexNetError(
             "train.two_devices splits one model over two devices; do not combine it with torchrun"
         )
@@ -231,7 +230,7 @@ class Trainer:
         if resume:
             self.restore()
         else:
-            if self.run.has_checkpoint() is False and (self.run.root / "config.yaml").is_file():
+            if (self.run.root / "config.yaml").is_file():  # a run killed before its first checkpoint
                 self.log.message(
                     f"{self.run.root} has no checkpoint yet: starting the run from the beginning"
                 )
@@ -248,7 +247,7 @@ class Trainer:
         return self.result
 
     def start(self) -> None:
-        c, t = self.config, self.config.train
+        c = self.config
         self.run.start(c, {
             "version": __version__, "git_sha": _git_sha(), "torch": torch.__version__,
             "device": str(self.device), "precision": self.precision,
@@ -261,8 +260,6 @@ class Trainer:
             f"process(es) → {self.run.root}"
         )
         self._log_setup()
-        if t.epochs and self.run.writer:
-            self.run.write_history([])
 
     def _log_setup(self) -> None:
         self.log.message(f"precision {self.precision} ({self.precision_reason})")

@@ -96,7 +96,9 @@ class RunDir:
     def saved_config(self) -> RunConfig | None:
         """The run's own config: the last checkpoint's, else config.yaml's, else None."""
         if self.has_checkpoint():
-            return from_dict(load_checkpoint(self.last)["config"])
+            return from_dict(
+                load_checkpoint(self.last, mmap=True)["config"]
+            )  # the config, not 0.7 GB of weights
         path = self.root / "config.yaml"
         if not path.is_file():
             return None
@@ -129,8 +131,8 @@ class RunDir:
             return
         write_atomic(self.root / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
         write_atomic(self.root / "run.json", json.dumps(info, indent=1))
-        for stale in ("metrics.jsonl", "final.json"):
-            (self.root / stale).unlink(missing_ok=True)
+        self.write_history([])
+        (self.root / "final.json").unlink(missing_ok=True)
 
     # -- checkpoints and rows ----------------------------------------------------------------
     def save(self, path: Path, state: dict) -> None:
