@@ -237,7 +237,7 @@ def test_presets_follow_their_sources():
 
 
 def test_paper_init_leaves_no_input_signal_and_he_init_keeps_it(cifar_store):
-    from alexnet.experiments.init_study import signal_at_init
+    from alexnet.experiments.init_signal import signal_at_init
 
     paper = signal_at_init(str(cifar_store), "paper")
     he = signal_at_init(str(cifar_store), "kaiming")

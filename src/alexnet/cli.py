@@ -416,11 +416,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="real images to check the export on (its test split)")
     p.add_argument("--check-images", type=int, default=16, help="how many (default 16)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("experiment", help="a study of the paper's claims: variants × seeds → report.md")
+    p.add_argument("name", nargs="?", help="the experiment (--list names them)")
+    p.add_argument("--list", action="store_true", help="name the experiments, one line each")
+    p.add_argument("--data", help="a store, an ImageFolder root or a torchvision set name")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per variant (default: the experiment's)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the experiment's)")
+    p.add_argument("--out", default=None, help="where runs, results.json and report.md go "
+                   "(default runs/experiment-NAME); run again to resume")  # fmt: skip
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run"
+    )
+    p.set_defaults(func=_cmd_experiment)
     return parser
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .experiments import describe, experiment, run_experiment
+
+    if args.list:
+        print("\n".join(describe()))
+        return 0
+    if args.name is None:
+        raise AlexNetError("name an experiment (alexnet experiment --list shows them)")
+    study = experiment(args.name)  # an unknown name fails here, before --data is asked for
+    if args.data is None:
+        raise AlexNetError(
+            f"experiment {args.name} needs --data (a store, an ImageFolder root or a set name)"
+        )
+    out = args.out or f"runs/experiment-{args.name}"
+    command = "alexnet " + " ".join(shlex.quote(a) for a in args.argv)
+    results = run_experiment(study, args.data, out, seeds=args.seeds, epochs=args.epochs,
+                             sets=_parse_sets(args.set), command=command)  # fmt: skip
+    print(f"{out}/report.md: {len(results['runs'])} runs of {len(results['variants'])} variants")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as typed, for reports
     try:
         return args.func(args)
     except AlexNetError as exc:

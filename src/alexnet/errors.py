@@ -7,3 +7,8 @@ class AlexNetError(Exception):
     Library code raises it with a one-line message that names the offending thing and the fix; the
     CLI prints that line on stderr and exits with code 2.
     """
+
+
+class DivergedError(AlexNetError):
+    """Training stopped on a NaN or infinite loss: for a study (e.g. an init that cannot train) a
+    result to record, for a single run an error to report."""

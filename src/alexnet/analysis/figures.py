@@ -141,3 +141,85 @@ def neighbours_panel(queries: Sequence[np.ndarray], neighbours: Sequence[Sequenc
         axes[r][0].set_title("query" if r == 0 else "", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def figure1_curves(curves: dict[tuple[str, int], list[tuple[float, float]]], target: float):
+    """Fig. 1: training error against epochs, one line per (activation, seed): solid for ReLU,
+    dashed for the other activation, one colour per activation, and the target error as a rule."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    names = sorted({name for name, _ in curves}, key=lambda n: (n != "ReLU", n))
+    for i, name in enumerate(names):
+        for (variant, seed), points in sorted(curves.items()):
+            if variant != name:
+                continue
+            ax.plot([e for e, _ in points], [v for _, v in points], color=f"C{i}", alpha=0.85,
+                    linestyle="-" if i == 0 else "--", label=name if seed == 0 else None)  # fmt: skip
+    ax.axhline(target, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("epochs")
+    ax.set_ylabel("training error rate (%)")
+    ax.set_ylim(0, None)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def variant_dots(rows: Sequence[tuple[str, Sequence[float | None]]], label: str):
+    """One row per variant: a bar at the mean over seeds and a dot per seed; the first row (the
+    baseline) is repeated as a dashed vertical rule."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    for i, (_, values) in enumerate(rows):
+        known = [v for v in values if v is not None]
+        if not known:
+            continue
+        ax.barh(i, sum(known) / len(known), color="C0" if i else "C1", alpha=0.35)
+        ax.plot(known, [i] * len(known), "o", color="black", markersize=3)
+        if i == 0:
+            ax.axvline(sum(known) / len(known), color="C1", linestyle="--", linewidth=1)
+    values = [v for _, vs in rows for v in vs if v is not None]
+    if values:
+        span = max(values) - min(values)
+        ax.set_xlim(max(0.0, min(values) - span - 1), max(values) + span * 0.2 + 1)
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(label)
+    fig.tight_layout()
+    return fig
+
+
+def tower_score_strips(scores: dict[int, np.ndarray | Sequence[float]]):
+    """Every conv1 kernel's colour score, one strip per (seed, tower)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(scores) + 1.4))
+    for row, (_, values) in enumerate(sorted(scores.items())):
+        values = np.asarray(values, dtype=float)
+        half = len(values) // 2
+        for tower, part in enumerate((values[:half], values[half:])):
+            y = row + (tower - 0.5) * 0.3
+            ax.plot(part, np.full(len(part), y), "|", color=f"C{tower}", markersize=9,
+                    label=f"tower {tower + 1}" if row == 0 else None)  # fmt: skip
+    ax.set_yticks(range(len(scores)), [f"seed {s}" for s in sorted(scores)])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("colour score (0: grey kernel, 1: no luminance)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def signal_figure(signals: Sequence[dict]):
+    """Mean and std of each ReLU layer's output at initialisation, one line per init."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for s in signals:
+        means = [m for m, _ in s["relu_mean_std"]]
+        stds = [d for _, d in s["relu_mean_std"]]
+        axes[0].plot(range(1, len(means) + 1), means, marker="o", label=s["init"])
+        axes[1].plot(range(1, len(stds) + 1), stds, marker="o", label=s["init"])
+    for ax, title in zip(axes, ("mean of the ReLU output", "std over images and units"), strict=True):
+        ax.set_yscale("log")
+        ax.set_xlabel("ReLU layer (conv1 … fc7)")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

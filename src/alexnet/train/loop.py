@@ -30,7 +30,7 @@ from ..config import RunConfig, override, to_dict
 from ..data import StoreLoader, open_data
 from ..data.store import Split, Store
 from ..data.transforms import TrainTransform
-from ..errors import AlexNetError
+from ..errors import AlexNetError, DivergedError
 from ..evaluate import evaluate
 from ..models import TwoTowerAlexNet
 from ..recipe import Transforms, build_for_run, build_transforms
@@ -423,7 +423,7 @@ class Trainer:
             if last.is_file()
             else "No checkpoint was written yet: start again"
         )
-        raise AlexNetError(
+        raise DivergedError(
             f"the loss became NaN or infinite in epoch {self.epoch + 1} (by step {step}); stopped. "
             f"{where} with a lower learning rate (--set optim.lr=...)"
         )

@@ -1,0 +1,399 @@
+"""One way to run a study: named variants of one recipe, each trained with ``fit`` for n seeds.
+
+Every (variant, seed) is its own run directory under ``OUT/runs/``, trained one after another,
+so a killed experiment started again resumes the unfinished run and does not redo finished ones
+(a run is finished when its final.json is there). Everything the report says is first written to
+``OUT/results.json``; ``report.md`` and the figures are drawn from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import platform
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig, config_differences, resolve
+from ..errors import AlexNetError, DivergedError
+from ..fileio import write_atomic
+from ..runtime import cpu_flags
+from ..train import fit
+from ..train.run_dir import RunDir
+from .stats import crossing, difference_interval, mean_std, seconds_at, verdict
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # a key of each run's record (see ``run_record``)
+    label: str  # column title
+    digits: int = 2
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    sets: Mapping[str, str] = field(default_factory=dict)  # config overrides against the base recipe
+    claim: str = ""  # the paper's statement, shown beside the measurement
+    claimed: float | None = None  # the paper's difference to the baseline in the primary metric
+    at_least: bool = False  # the claim is a lower bound ("> 1 %")
+    # An evaluation-time change (e.g. centre crop instead of ten crops): the baseline's own final
+    # models evaluated again with these evaluate_checkpoint arguments, compared seed by seed.
+    reevaluate: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True)
+class Tune:
+    """A short grid per variant before the seeds run (Fig. 1: each net's own learning rate)."""
+
+    key: str  # the config key tuned, e.g. optim.lr
+    values: tuple[str, ...]
+    epochs: int
+    metric: str  # the run-record key minimised on seed 0
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    summary: str  # the one line of --list
+    title: str
+    preset: str
+    variants: tuple[Variant, ...]  # the first is the baseline
+    primary: Metric
+    metrics: tuple[Metric, ...] = ()  # more columns of the table
+    sets: Mapping[str, str] = field(default_factory=dict)  # the study's changes to the preset
+    epochs: int = 10
+    seeds: int = 3
+    target: tuple[str, float] | None = None  # (history key, value): epochs until it is first reached
+    tune: Tune | None = None
+    notes: tuple[str, ...] = ()  # what the report must say about the setup
+    per_run: Callable[[Path], dict] | None = None  # more numbers of a finished run, from its files
+    # (results, OUT) → (more results, markdown lines); may write figures into OUT
+    analyse: Callable[[dict, Path], tuple[dict, list[str]]] | None = None
+    # (results, OUT) → markdown lines naming the PNGs it wrote
+    figures: Callable[[dict, Path], list[str]] | None = None
+
+    @property
+    def baseline(self) -> Variant:
+        return self.variants[0]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.=-]+", "-", text.lower()).strip("-")
+
+
+def run_config(
+    experiment: Experiment,
+    variant: Variant,
+    data: str,
+    seed: int,
+    epochs: int,
+    out: Path,
+    sets: Mapping[str, str] | None = None,
+) -> RunConfig:
+    values = {**experiment.sets, **variant.sets, **(sets or {})}
+    values.update(
+        {"data.source": data, "train.seed": str(seed), "train.epochs": str(epochs), "train.out": str(out)}
+    )
+    return resolve(experiment.preset, sets=values)
+
+
+def train_or_resume(config: RunConfig, progress: bool | None) -> str:
+    """Train the run of ``config`` unless it finished already; resume it if it started. Returns
+    what was done: ``reused``, ``resumed`` or ``trained``."""
+    root = Path(config.train.out)
+    saved = RunDir(root, writer=False).saved_config() if (root / "config.yaml").is_file() else None
+    if saved is not None:
+        differences = [d for d in config_differences(saved, config) if d[0] != "data.source"]
+        if saved.train.epochs != config.train.epochs and (root / "final.json").is_file():
+            differences.append(("train.epochs", saved.train.epochs, config.train.epochs))
+        if differences:
+            shown = "; ".join(f"{k}: {a!r} → {b!r}" for k, a, b in differences[:3])
+            raise AlexNetError(
+                f"{root} holds a run of another setup ({shown}); give the experiment another --out "
+                f"or the same options"
+            )
+        if (root / "final.json").is_file():
+            return "reused"
+    fit(config, resume=saved is not None, progress=progress)
+    return "resumed" if saved is not None else "trained"
+
+
+def _train_recording_divergence(config: RunConfig, progress, say) -> str | None:
+    """Train (or reuse) a run; a NaN stop is recorded in diverged.json and returned, not raised,
+    so a study of what cannot train (the paper's init) finishes and is not redone on resume."""
+    marker = Path(config.train.out) / "diverged.json"
+    if marker.is_file():
+        say("  diverged before: recorded")
+        return json.loads(marker.read_text())["reason"]
+    try:
+        if train_or_resume(config, progress) == "reused":
+            say("  finished before: reused")
+    except DivergedError as exc:
+        write_atomic(marker, json.dumps({"reason": str(exc)}))
+        say(f"  diverged: {exc}")
+        return str(exc)
+    return None
+
+
+def _diverged_record(root: Path, reason: str) -> dict:
+    rows = root / "metrics.jsonl"
+    history = [json.loads(line) for line in rows.read_text().splitlines() if line] if rows.is_file() else []
+    return {
+        "diverged": reason.split(";")[0],
+        "history": history,
+        "epochs": len(history),
+        "wall_seconds": sum(r["seconds"] for r in history),
+        "images_per_second": None,
+    }
+
+
+def run_record(root: Path, target: tuple[str, float] | None) -> dict:
+    """The numbers of one finished run, read from its files (so fresh and reused runs are alike)."""
+    history = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines() if line]
+    final = json.loads((root / "final.json").read_text())
+    info = json.loads((root / "run.json").read_text())
+    record = {
+        "test_top1_error": final["top1_error"],
+        "test_top5_error": final["top5_error"],
+        "test_loss": final["loss"],
+        "final_split": final.get("split"),
+        "train_top1_error": history[-1]["train_top1_error"],
+        "train_loss": history[-1]["train_loss"],
+        "val_top1_error": history[-1]["val_top1_error"],
+        "epochs": len(history),
+        "images_per_second": sum(r["images_per_second"] for r in history) / len(history),
+        "wall_seconds": sum(r["seconds"] for r in history),
+        "precision": info.get("precision"),
+        "device": info.get("device"),
+        "history": history,
+    }
+    if target is not None:
+        key, value = target
+        at = crossing(history, key, value)
+        record["epochs_to_target"] = at
+        record["seconds_to_target"] = None if at is None else seconds_at(history, at)
+    return record
+
+
+def machine() -> str:
+    """The CPU kind a number came from (the project compares speed only within one kind)."""
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    flags = cpu_flags()
+    kind = (
+        "AMX bf16"
+        if "amx_bf16" in flags
+        else "AVX-512"
+        if "avx512f" in flags
+        else "AVX2"
+        if "avx2" in flags
+        else "?"
+    )
+    threads = torch.get_num_threads()
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{name} ({kind}, {threads} threads){gpu}; torch {torch.__version__}"
+
+
+def run_experiment(
+    experiment: Experiment,
+    data: str,
+    out: str | Path,
+    *,
+    seeds: int | None = None,
+    epochs: int | None = None,
+    sets: Mapping[str, str] | None = None,
+    command: str = "",
+    progress: bool | None = None,
+    say: Callable[[str], None] = print,
+) -> dict:
+    """Train every (variant, seed) not yet finished, then write results.json, report.md and figures."""
+    out = Path(out)
+    seeds = seeds or experiment.seeds
+    epochs = epochs or experiment.epochs
+    sets = dict(sets or {})
+    picks = _tune(experiment, data, out, sets, progress, say) if experiment.tune else {}
+    records = []
+    trained = [v for v in experiment.variants if v.reevaluate is None]
+    for variant in trained:
+        extra = {experiment.tune.key: picks[variant.name]} if variant.name in picks else {}
+        for seed in range(seeds):
+            root = out / "runs" / slug(variant.name) / f"seed{seed}"
+            config = run_config(experiment, variant, data, seed, epochs, root, {**sets, **extra})
+            say(f"[{experiment.name}] {variant.name}, seed {seed}: {root}")
+            record = {"variant": variant.name, "seed": seed, "run_dir": str(root.relative_to(out))}
+            diverged = _train_recording_divergence(config, progress, say)
+            if diverged is not None:
+                records.append({**record, **_diverged_record(root, diverged)})
+                continue
+            record.update(run_record(root, experiment.target))
+            if experiment.per_run:
+                record.update(experiment.per_run(root))
+            records.append(record)
+    for variant in experiment.variants:
+        if variant.reevaluate is not None:
+            records += _reevaluate(
+                experiment,
+                variant,
+                data,
+                out,
+                [r for r in records if r["variant"] == experiment.baseline.name],
+                say,
+            )
+    results = summarise(experiment, records)
+    results.update(
+        experiment=experiment.name,
+        title=experiment.title,
+        command=command,
+        data=data,
+        seeds=seeds,
+        epochs=epochs,
+        sets=sets,
+        preset=experiment.preset,
+        study_sets=dict(experiment.sets),
+        machine=machine(),
+        precision=sorted({r["precision"] for r in records if r.get("precision")}),
+        tuning=picks
+        and {
+            "key": experiment.tune.key,
+            "values": list(experiment.tune.values),
+            "epochs": experiment.tune.epochs,
+            "metric": experiment.tune.metric,
+            "picked": picks,
+        },
+        target=experiment.target,
+        notes=list(experiment.notes),
+    )
+    write_outputs(experiment, results, out)
+    return results
+
+
+def _tune(experiment: Experiment, data: str, out: Path, sets: dict, progress, say) -> dict[str, str]:
+    tune = experiment.tune
+    picks = {}
+    for variant in experiment.variants:
+        if variant.reevaluate is not None or tune.key in sets:
+            continue
+        scores = {}
+        for value in tune.values:
+            root = out / "runs" / "tune" / slug(variant.name) / slug(f"{tune.key}={value}")
+            config = run_config(experiment, variant, data, 0, tune.epochs, root, {**sets, tune.key: value})
+            say(f"[{experiment.name}] grid: {variant.name}, {tune.key}={value}, {tune.epochs} epochs")
+            train_or_resume(config, progress)
+            scores[value] = run_record(root, experiment.target)[tune.metric]
+        picks[variant.name] = min(tune.values, key=lambda v: scores[v])
+        say(
+            f"  picked {tune.key}={picks[variant.name]} ({tune.metric}: "
+            + ", ".join(f"{v}: {s:.2f}" for v, s in scores.items())
+            + ")"
+        )
+    return picks
+
+
+def _reevaluate(
+    experiment: Experiment, variant: Variant, data: str, out: Path, base: list[dict], say
+) -> list[dict]:
+    from ..evaluate import evaluate_checkpoint
+
+    records = []
+    for record in base:
+        path = out / "runs" / slug(variant.name) / f"seed{record['seed']}.json"
+        if path.is_file():
+            result = json.loads(path.read_text())
+        else:
+            say(
+                f"[{experiment.name}] {variant.name}, seed {record['seed']}: "
+                f"evaluating the final model of {record['run_dir']}"
+            )
+            with contextlib.redirect_stderr(io.StringIO()):
+                full = evaluate_checkpoint(
+                    RunDir(out / record["run_dir"], writer=False).last, data, **dict(variant.reevaluate)
+                )
+            result = {k: full[k] for k in ("top1_error", "top5_error", "loss", "split")}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps(result, indent=1))
+        records.append(
+            {
+                **{
+                    k: v
+                    for k, v in record.items()
+                    if k not in ("test_top1_error", "test_top5_error", "test_loss")
+                },
+                "variant": variant.name,
+                "test_top1_error": result["top1_error"],
+                "test_top5_error": result["top5_error"],
+                "test_loss": result["loss"],
+                "reevaluated": True,
+            }
+        )
+    return records
+
+
+def summarise(experiment: Experiment, records: list[dict]) -> dict:
+    """Per variant: mean ± std of every metric over its seeds, and the primary metric's difference
+    to the baseline with its 95 % interval and the verdict against the paper's claim."""
+    keys = [experiment.primary.key, *(m.key for m in experiment.metrics)]
+
+    primary = experiment.primary.key
+    base = {r["seed"]: r.get(primary) for r in records if r["variant"] == experiment.baseline.name}
+    variants = []
+    for variant in experiment.variants:
+        runs = [r for r in records if r["variant"] == variant.name]
+        summary = {}
+        for key in keys:
+            values = [r.get(key) for r in runs]
+            known = [v for v in values if v is not None]
+            mean, std = mean_std(known) if known else (None, None)
+            summary[key] = {
+                "mean": mean,
+                "std": std,
+                "n": len(known),
+                "of": len(values),
+                "values": values,
+                "diverged": sum(1 for r in runs if r.get("diverged")),
+            }
+        entry = {
+            "name": variant.name,
+            "sets": dict(variant.sets),
+            "claim": variant.claim,
+            "claimed": variant.claimed,
+            "summary": summary,
+        }
+        if variant is not experiment.baseline:
+            paired = variant.reevaluate is not None
+            mine = {r["seed"]: r.get(primary) for r in runs}
+            if paired:  # the same seeds' models: compare seed by seed
+                seeds = [s for s in mine if mine[s] is not None and base.get(s) is not None]
+                a, b = [mine[s] for s in seeds], [base[s] for s in seeds]
+            else:  # a diverged or never-reached run has no number to average
+                a = [v for v in mine.values() if v is not None]
+                b = [v for v in base.values() if v is not None]
+            interval = difference_interval(a, b, paired=paired) if a and b else None
+            entry["difference"] = (
+                None if interval is None else dict(zip(("mean", "low", "high"), interval, strict=True))
+            )
+            entry["verdict"] = verdict(interval, variant.claimed, at_least=variant.at_least)
+            entry["paired"] = paired
+        variants.append(entry)
+    return {"variants": variants, "runs": records}
+
+
+def write_outputs(experiment: Experiment, results: dict, out: Path) -> None:
+    extra_lines: list[str] = []
+    if experiment.analyse:
+        extra, extra_lines = experiment.analyse(results, out)
+        results["analysis"] = extra
+    write_atomic(out / "results.json", json.dumps(results, indent=1))
+    figure_lines = experiment.figures(results, out) if experiment.figures else []
+    from .report import report_markdown
+
+    write_atomic(out / "report.md", report_markdown(experiment, results, extra_lines, figure_lines))
