@@ -178,10 +178,11 @@ def test_a_diverged_run_is_recorded_not_raised_and_not_retried(tiny_store, tmp_p
 def test_experiment_list_and_an_unknown_name(capsys):
     assert main(["experiment", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == ["relu-tanh", "ablate", "towers", "init"]
+    names = ["relu-tanh", "ablate", "towers", "init", "sweep", "compare"]
+    assert [line.split()[0] for line in lines] == names
     assert main(["experiment", "fig9", "--data", "x"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "alexnet: error: unknown experiment 'fig9'; choose one of relu-tanh, ablate, towers, init"
+    assert err == "alexnet: error: unknown experiment 'fig9'; choose one of " + ", ".join(names)
 
 
 def test_tower_scores_of_a_two_tower_run(small_run):

@@ -428,6 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run"
     )
+    p.add_argument("--param", choices=("epochs", "batch_size", "lr"), help="sweep: what to vary")
+    p.add_argument("--values", help="sweep: comma-separated values, e.g. 0.001,0.01,0.1")
+    p.add_argument("--scale-lr", action="store_true", help="sweep of batch_size: lr = 0.01 × batch / 64")
+    p.add_argument(
+        "--models", help="compare: torchvision model names (default alexnet,googlenet,vgg11,resnet18)"
+    )
+    p.add_argument("--input-size", type=int, help="compare: input side in pixels (default 224)")
     p.set_defaults(func=_cmd_experiment)
     return parser
 
@@ -442,7 +449,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         return 0
     if args.name is None:
         raise AlexNetError("name an experiment (alexnet experiment --list shows them)")
-    study = experiment(args.name)  # an unknown name fails here, before --data is asked for
+    options = {"param": args.param, "values": args.values, "scale_lr": args.scale_lr, "models": args.models,
+               "input_size": args.input_size}  # fmt: skip
+    study = experiment(args.name, **options)  # an unknown name fails here, before --data is asked for
     if args.data is None:
         raise AlexNetError(
             f"experiment {args.name} needs --data (a store, an ImageFolder root or a set name)"

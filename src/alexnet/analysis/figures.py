@@ -223,3 +223,23 @@ def signal_figure(signals: Sequence[dict]):
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def study_curves(runs: dict[str, list[dict]]):
+    """The small-data study's three figures side by side: test accuracy, test loss and train loss
+    against epochs, one line per run (its rows' val_* are the test split's when it validates)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    panels = (
+        (lambda r: 100.0 - r["val_top1_error"], "test accuracy (%)"),
+        (lambda r: r["val_loss"], "test loss"),
+        (lambda r: r["train_loss"], "train loss (mean per image)"),
+    )
+    for ax, (value, title) in zip(axes, panels, strict=True):
+        for name, rows in runs.items():
+            ax.plot([r["epoch"] for r in rows], [value(r) for r in rows], marker=".", label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

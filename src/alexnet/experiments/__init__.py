@@ -1,15 +1,10 @@
-"""Studies of the paper's claims: ``alexnet experiment NAME`` (framework.py runs, studies.py defines)."""
+"""Studies of the paper's claims and the published reproductions: ``alexnet experiment NAME``.
 
+framework.py runs variants × seeds and writes the report; studies.py and reproductions.py define
+the experiments; catalogue.py names them.
+"""
+
+from .catalogue import CATALOGUE, describe, experiment
 from .framework import Experiment, Metric, Tune, Variant, run_experiment
-from .studies import EXPERIMENTS, describe, experiment
 
-__all__ = [
-    "EXPERIMENTS",
-    "Experiment",
-    "Metric",
-    "Tune",
-    "Variant",
-    "describe",
-    "experiment",
-    "run_experiment",
-]
+__all__ = ["CATALOGUE", "Experiment", "Metric", "Tune", "Variant", "describe", "experiment", "run_experiment"]

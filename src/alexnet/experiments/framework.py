@@ -96,10 +96,9 @@ def run_config(
     out: Path,
     sets: Mapping[str, str] | None = None,
 ) -> RunConfig:
-    values = {**experiment.sets, **variant.sets, **(sets or {})}
-    values.update(
-        {"data.source": data, "train.seed": str(seed), "train.epochs": str(epochs), "train.out": str(out)}
-    )
+    # the budget first: an epochs sweep's variants set their own
+    values = {"train.epochs": str(epochs), **experiment.sets, **variant.sets, **(sets or {})}
+    values.update({"data.source": data, "train.seed": str(seed), "train.out": str(out)})
     return resolve(experiment.preset, sets=values)
 
 
@@ -160,6 +159,7 @@ def run_record(root: Path, target: tuple[str, float] | None) -> dict:
     info = json.loads((root / "run.json").read_text())
     record = {
         "test_top1_error": final["top1_error"],
+        "test_accuracy": 100.0 - final["top1_error"],
         "test_top5_error": final["top5_error"],
         "test_loss": final["loss"],
         "final_split": final.get("split"),

@@ -113,9 +113,10 @@ def report_markdown(experiment: Experiment, results: dict, extra: list[str], fig
         "|" + "---|" * (3 + len(experiment.metrics)),
     ]
     for r in runs:
-        cells = [r.get(k) for k in (p.key, *(m.key for m in experiment.metrics))]
         missing = "diverged" if r.get("diverged") else "not reached"
-        shown = [missing if v is None else f"{v:.2f}" if isinstance(v, float) else str(v) for v in cells]
+        shown = [
+            missing if r.get(m.key) is None else f"{r[m.key]:.{m.digits}f}" for m in (p, *experiment.metrics)
+        ]
         lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join(shown) + " |")
     lines += [
         "",

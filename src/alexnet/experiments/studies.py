@@ -1,6 +1,6 @@
 """The paper's claims as experiments: Fig. 1 (relu-tanh), the ablations, the towers, the init.
 
-Each function returns an :class:`Experiment`; ``EXPERIMENTS`` names them for the CLI. The numbers
+Each function returns an :class:`Experiment`; catalogue.py names them for the CLI. The numbers
 in ``claim``/``claimed`` are the paper's (shared/PAPER.md cites the sections); a claimed
 difference is in points of the primary metric, variant minus baseline.
 """
@@ -15,7 +15,24 @@ from .framework import Experiment, Metric, Tune, Variant
 from .stats import permutation_p, ratio_interval
 
 TEST_ERROR = Metric("test_top1_error", "test top-1 error %")
+PARAMS = Metric("parameters", "parameters", 0)
+MACS = Metric("macs_millions", "M multiply-adds / image", 1)
 TRAIN_ERROR = Metric("train_top1_error", "train error % (last epoch)")
+
+
+def model_cost(root: Path) -> dict:
+    """Parameters and multiply-adds per image of a run's model, built from its config.yaml."""
+    import json
+
+    from ..models.summary import summarize
+    from ..recipe import build_for_run
+
+    config = RunDir(root, writer=False).saved_config()
+    info = json.loads((root / "run.json").read_text())
+    channels = 1 if config.model.name == "d2l" else 3
+    model = build_for_run(config, info["classes"], channels)
+    summary = summarize(model, config.data.resize or config.data.crop)
+    return {"parameters": summary.total_params, "macs_millions": summary.total_macs / 1e6}
 
 
 # -- Fig. 1 ---------------------------------------------------------------------------------------
@@ -95,7 +112,7 @@ def _relu_tanh_figure(results: dict, out: Path) -> list[str]:
 
 
 # -- ablations ------------------------------------------------------------------------------------
-ABLATE_TARGET = 40.0  # training error (%) that every variant reaches within the shortened schedule
+ABLATE_TARGET = 50.0  # training error (%) that every variant reaches within the shortened schedule
 
 
 def ablate() -> Experiment:
@@ -130,15 +147,24 @@ def ablate() -> Experiment:
             Variant("no conv5", {"model.drop_layers": "conv5"}, "§7: about +2", 2.0),
         ),
         primary=TEST_ERROR,
-        metrics=(TRAIN_ERROR, Metric("epochs_to_target", f"epochs to {ABLATE_TARGET:.0f} % train error")),
-        epochs=8,
+        metrics=(
+            TRAIN_ERROR,
+            Metric("epochs_to_target", f"epochs to {ABLATE_TARGET:.0f} % train error"),
+            PARAMS,
+            MACS,
+        ),
+        per_run=model_cost,
+        # 10,000 training images and 2,000 test images: 30 runs fit in 40 minutes on 2 CPU cores
+        # (bf16 with AMX); the full data is --set data.limit_train=none --set data.limit_val=none.
+        sets={"data.limit_train": "10000", "data.limit_val": "2000"},
+        epochs=6,
         target=("train_top1_error", ABLATE_TARGET),
         notes=(
             "The schedule is the recipe's cosine with 1 warm-up epoch, shortened to the epochs above "
             "(the full recipe trains 22); the paper's numbers are for ImageNet (and §3.3's for its own "
             "CIFAR-10 net), so agreement in sign is the test, agreement in size a bonus.",
-            "Test error is the final model's on the 10,000 CIFAR-10 test images, ten crops unless "
-            "the variant says otherwise; the validation split is a held-out 10 % of train.",
+            "Test error is the final model's on 2,000 of the CIFAR-10 test images (every fifth), ten crops "
+            "unless the variant says otherwise; validation is on 2,000 held-out training images.",
         ),
         figures=_ablate_figure,
     )
@@ -169,8 +195,18 @@ def towers() -> Experiment:
         variants=(Variant("paper net (two towers)"),),
         primary=Metric("tower_gap", "colour-score gap between towers", 3),
         metrics=(Metric("permutation_p", "p (towers = random halves)", 4), TEST_ERROR),
-        sets={"data.ten_crop": "false"},
-        epochs=30,
+        # The paper's N(0, 0.01) init stalls at the class prior here (2 epochs on flowers5: loss
+        # 1.61, every image the majority class), and towers that do not learn show nothing: He's
+        # init on channel-normalised input, and a cosine schedule that ends within the budget.
+        sets={
+            "data.size": "256",  # flowers5's 128-pixel photos scaled up to the paper's 256
+            "data.ten_crop": "false",
+            "data.normalize": "channel",
+            "model.init": "kaiming",
+            "schedule.name": "cosine",
+            "schedule.warmup_epochs": "1",
+        },
+        epochs=10,
         notes=(
             "Colour score of a kernel (alexnet filters): the share of its energy, after removing its mean, "
             "that is not the same in R, G and B (0 grey, 1 no luminance). Tower gap: |mean score of tower 1 "
@@ -178,6 +214,8 @@ def towers() -> Experiment:
             f"p: the share of {PERMUTATIONS} random splits of the 96 kernels into two halves whose gap is at "
             "least the towers' gap. A small p means the towers differ more than chance would make them; "
             "a split 'happened' in a seed when p < 0.01.",
+            "§6.1's nets trained 90 epochs on 1.2 M images; this budget shows a few thousand photos a few "
+            "times, so the question is whether the split starts, not whether it completes.",
         ),
         per_run=_tower_scores,
         analyse=_towers_summary,
@@ -282,7 +320,8 @@ def init() -> Experiment:
             "optim.lr": "0.02",
             "train.label_smoothing": "0",
             "data.ten_crop": "false",
-            "data.limit_train": "10000",
+            "data.limit_train": "5000",
+            "data.limit_val": "1000",
         },
         epochs=6,
         seeds=2,
@@ -314,29 +353,7 @@ def _init_signal(results: dict, out: Path) -> tuple[dict, list[str]]:
 def _init_figures(results: dict, out: Path) -> list[str]:
     from ..analysis import figures
 
-    runs = {
-        f"{r['variant']} (seed {r['seed']})": [
-            {"epoch": h["epoch"], "train_loss": h["train_loss"], "val_top1_error": h["val_top1_error"]}
-            for h in r["history"]
-        ]
-        for r in results["runs"]
-        if r["history"]
-    }
+    runs = {f"{r['variant']} (seed {r['seed']})": r["history"] for r in results["runs"] if r["history"]}
     figures.save(figures.training_curves(runs), out / "curves.png")
     figures.save(figures.signal_figure(results["analysis"]["signal_at_init"]), out / "signal.png")
     return ["![training curves](curves.png)", "", "![signal at initialisation](signal.png)"]
-
-
-EXPERIMENTS = {e.name: e for e in (relu_tanh(), ablate(), towers(), init())}
-
-
-def describe() -> list[str]:
-    """One line per experiment for ``alexnet experiment --list``."""
-    width = max(map(len, EXPERIMENTS))
-    return [f"{name:<{width}}  {e.summary}" for name, e in EXPERIMENTS.items()]
-
-
-def experiment(name: str) -> Experiment:
-    if name not in EXPERIMENTS:
-        raise AlexNetError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-    return EXPERIMENTS[name]

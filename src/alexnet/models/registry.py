@@ -23,8 +23,44 @@ MODEL_DESCRIPTIONS = {
 
 
 def list_models() -> list[str]:
-    """The names ``build_model`` accepts."""
+    """The project's own model names (``build_model`` also takes torchvision's classification models)."""
     return list(MODEL_DESCRIPTIONS)
+
+
+def torchvision_classifiers() -> list[str]:
+    """torchvision's image classification models by name (resnet18, vgg11, googlenet, …)."""
+    import torchvision.models
+
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def is_torchvision_classifier(name: str) -> bool:
+    return name not in MODEL_DESCRIPTIONS and name in torchvision_classifiers()
+
+
+def build_torchvision_classifier(name: str, *, num_classes: int = 1000, in_channels: int = 3, **switches):
+    """torchvision's own definition of ``name``, from scratch (no downloaded weights).
+
+    Auxiliary heads (GoogLeNet, Inception v3) are switched off: the model returns one tensor of
+    logits, trained with the one loss; torchvision's reference scripts train these two the same way.
+    """
+    import torchvision.models
+
+    switches.pop("input_size", None)  # torchvision's classifiers take any input size they can pool
+    if switches:
+        raise AlexNetError(
+            f"torchvision's {name} takes no switch {', '.join(sorted(switches))}; "
+            "the switches are for the project's own models"
+        )
+    if in_channels != 3:
+        raise AlexNetError(f"torchvision's {name} takes RGB input, not {in_channels} channel(s)")
+    extra = {}
+    if name in ("googlenet", "inception_v3"):
+        extra = {"aux_logits": False, "init_weights": True}
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **extra)
+    # what checkpoints record and check on load, as the project's own models carry them
+    model.arch, model.num_classes, model.in_channels = name, num_classes, in_channels
+    return model
 
 
 def build_model(name: str, *, weights: str | Path | None = None, **switches) -> nn.Module:
@@ -34,7 +70,12 @@ def build_model(name: str, *, weights: str | Path | None = None, **switches) -> 
     ``weights_only=True`` and ``strict=True``.
     """
     if name not in MODEL_DESCRIPTIONS:
-        raise AlexNetError(f"unknown model {name!r}; choose one of {', '.join(list_models())}")
+        if weights is None and is_torchvision_classifier(name):
+            return build_torchvision_classifier(name, **switches)
+        raise AlexNetError(
+            f"unknown model {name!r}; choose one of {', '.join(list_models())} or a torchvision "
+            "classification model (resnet18, vgg11, googlenet, …)"
+        )
     factory = Figure1Net if name == "figure1" else AlexNet
     accepted = set(inspect.signature(factory).parameters) - {"arch"}
     unknown = sorted(set(switches) - accepted)

@@ -60,7 +60,9 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
         return torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
         )
-    raise AlexNetError(f"unknown optimiser {cfg.name!r}; choose sgd or paper_sgd")
+    if cfg.name == "adam":  # the Paddle tutorial's choice: torch's defaults (betas 0.9/0.999, eps 1e-8)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise AlexNetError(f"unknown optimiser {cfg.name!r}; choose sgd, paper_sgd or adam")
 
 
 class Schedule:
