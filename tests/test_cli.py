@@ -27,7 +27,8 @@ def test_unknown_model_is_one_line_and_exit_2():
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
-        "alexnet: error: unknown model 'resnet'; choose one of paper, torchvision, d2l, cifar10, figure1"
+        "alexnet: error: unknown model 'resnet'; choose one of paper, torchvision, d2l, cifar10, figure1 "
+        "or a torchvision classification model (resnet18, vgg11, googlenet, …)"
     ]
 
 
