@@ -31,8 +31,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from .data import prepare
 
     summary = prepare(
-        args.src, args.out, size=args.size, workers=args.workers, force=args.force, progress=not args.quiet
-    )
+        args.src, args.out, size=args.size, workers=args.workers, force=args.force, progress=not args.quiet,
+        image_format=args.format, quality=args.quality,
+    )  # fmt: skip
     print(summary.line())
     return 0
 
@@ -312,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="rebuild a store that already exists at OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--format", choices=("raw", "jpeg"), default="raw",
+                   help="raw uint8 pixels (default), or each image JPEG-encoded once")  # fmt: skip
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality for --format jpeg (default 90)")
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("train", help="train a model with a named recipe")

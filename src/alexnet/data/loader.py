@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AlexNetError
+from .jpeg import batch_source
 from .store import Split
 
 SEED_STRIDE = 1_000_003  # seeds for (seed, epoch) pairs: seed * stride + epoch, distinct for epoch < stride
@@ -111,6 +112,12 @@ class StoreLoader:
 
     def _read(self, idx: np.ndarray, buffer: Tensor | None) -> tuple[Tensor, Tensor]:
         order = np.sort(idx)  # ascending rows read the memory map front to back
+        jpeg = batch_source(self.split.images)
+        if jpeg is not None:  # decoded in one batched call: threads on the CPU, nvJPEG on CUDA
+            base, rows = jpeg
+            where = self.device if self.device.type == "cuda" else torch.device("cpu")
+            images = base.decode(order if rows is None else rows[order], where)
+            return images, torch.from_numpy(self.split.labels[order].astype(np.int64))
         if buffer is not None:
             images = buffer[: len(order)]
         else:

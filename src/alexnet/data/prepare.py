@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import AlexNetError
 from ..fileio import first_line, reporting_write_errors
+from .jpeg import DEFAULT_QUALITY, encode
 from .sources import ArraySplit, FolderSplit, Source, resolve_source
 from .store import META_FILE, STORE_FORMAT, STORE_VERSION, is_store, open_store, shrink_rows
 
@@ -47,6 +49,13 @@ class PrepareSummary:
     seconds: float
     reused: bool = False
     skipped_files: dict[str, Path] = field(default_factory=dict)
+    encoded_bytes: int | None = None  # a JPEG store: the bytes of all its images
+    quality: int | None = None
+
+    @property
+    def bytes_per_image(self) -> float | None:
+        images = sum(self.counts.values())
+        return None if self.encoded_bytes is None or not images else self.encoded_bytes / images
 
     @property
     def images_per_second(self) -> float:
@@ -62,8 +71,12 @@ class PrepareSummary:
         n_skipped = sum(self.skipped.values())
         where = "; ".join(str(p) for name, p in self.skipped_files.items() if self.skipped[name])
         skipped = f", skipped {n_skipped:,} (listed in {where})" if n_skipped else ", skipped 0"
+        jpeg = ""
+        if self.bytes_per_image is not None:
+            raw = self.size * self.size * 3
+            jpeg = f", JPEG q{self.quality}: {self.bytes_per_image:,.0f} bytes/image (raw {raw:,})"
         return (
-            f"prepared {self.out}: {parts} images, {self.size}×{self.size}{skipped}; "
+            f"prepared {self.out}: {parts} images, {self.size}×{self.size}{skipped}{jpeg}; "
             f"{self.seconds:.1f} s, {self.images_per_second:,.0f} img/s"
         )
 
@@ -190,7 +203,9 @@ def _auto_size(source: Source) -> int:
     return DEFAULT_SIZE
 
 
-def _check_out(out: Path, source: Source, size: int | None, force: bool) -> PrepareSummary | None:
+def _check_out(
+    out: Path, source: Source, size: int | None, force: bool, image_format: str = "raw"
+) -> PrepareSummary | None:
     if out.exists() and not out.is_dir():
         raise AlexNetError(f"{out} exists and is a file; choose another output folder")
     if is_store(out):
@@ -200,7 +215,11 @@ def _check_out(out: Path, source: Source, size: int | None, force: bool) -> Prep
             if force:
                 return None
             raise AlexNetError(f"{out} holds a damaged store ({exc}); pass --force to rebuild it") from None
-        same = store.meta.get("source") == source.description and (size is None or store.size == size)
+        same = (
+            store.meta.get("source") == source.description
+            and (size is None or store.size == size)
+            and store.meta.get("image_format", "raw") == image_format
+        )
         if not force:
             if not same:
                 raise AlexNetError(
@@ -226,17 +245,25 @@ def prepare(
     progress: bool = True,
     force: bool = False,
     cache_dir: Path | None = None,
+    image_format: str = "raw",
+    quality: int = DEFAULT_QUALITY,
 ) -> PrepareSummary:
     """Prepare ``source`` into a store at ``out`` (see :mod:`alexnet.data.store` for the format).
 
     ``size`` defaults to 256, or to the images' own size when they are smaller (CIFAR stays 32×32).
     A complete store already at ``out`` for the same source is reused unless ``force``.
+    ``image_format="jpeg"`` encodes each resized image once at ``quality`` (:mod:`alexnet.data.jpeg`);
+    the mean image and the PCA are computed from the pixels before encoding.
     """
+    if image_format not in ("raw", "jpeg"):
+        raise AlexNetError(f"--format must be raw or jpeg, got {image_format!r}")
+    if not 1 <= quality <= 100:
+        raise AlexNetError(f"--quality must be in 1..100, got {quality}")
     src = source if isinstance(source, Source) else resolve_source(source, cache_dir)
     out = Path(out)
     if size is not None and size < 1:
         raise AlexNetError(f"--size must be a positive number of pixels, got {size}")
-    reused = _check_out(out, src, size, force)
+    reused = _check_out(out, src, size, force, image_format)
     if reused is not None:
         return reused
     size = size or _auto_size(src)
@@ -246,11 +273,19 @@ def prepare(
     with reporting_write_errors(out):
         shutil.rmtree(partial, ignore_errors=True)  # what an interrupted run left
         partial.mkdir(parents=True)
-        return _build(src, out, partial, size, workers, progress, started)
+        encoding = (image_format, quality)
+        return _build(src, out, partial, size, workers, progress, started, encoding)
 
 
 def _build(
-    src: Source, out: Path, partial: Path, size: int, workers: int, progress: bool, started: float
+    src: Source,
+    out: Path,
+    partial: Path,
+    size: int,
+    workers: int,
+    progress: bool,
+    started: float,
+    encoding: tuple[str, int] = ("raw", DEFAULT_QUALITY),
 ) -> PrepareSummary:
 
     meta: dict = {
@@ -262,6 +297,8 @@ def _build(
         "class_ids": list(src.class_ids),
         "splits": {},
     }
+    if encoding[0] == "jpeg":
+        meta.update(image_format="jpeg", quality=encoding[1])
     total = sum(len(s.labels) for s in src.splits.values())
     bar = _progress(total, progress)
     counts, skipped, skipped_files = {}, {}, {}
@@ -269,10 +306,12 @@ def _build(
         for name, split in src.splits.items():
             split_dir = partial / name
             split_dir.mkdir()
-            stats = _write_split(split, split_dir, size, workers, name == "train", bar)
+            stats = _write_split(split, split_dir, size, workers, name == "train", bar, encoding)
             count, n_skipped, channels = stats.pop("count"), stats.pop("skipped"), stats.pop("channels")
             meta["channels"] = channels
             meta["splits"][name] = {"count": count, "skipped": n_skipped}
+            if "bytes" in stats:
+                meta["splits"][name]["bytes"] = stats.pop("bytes")
             if "pca" in stats:
                 meta["pca"] = stats["pca"]
             counts[name], skipped[name] = count, n_skipped
@@ -284,9 +323,11 @@ def _build(
         raise
     bar.close()
     replace_folder(partial, out)
+    encoded = [info["bytes"] for info in meta["splits"].values() if "bytes" in info]
     return PrepareSummary(
-        out, size, counts, skipped, time.perf_counter() - started, skipped_files=skipped_files
-    )
+        out, size, counts, skipped, time.perf_counter() - started, skipped_files=skipped_files,
+        encoded_bytes=sum(encoded) if encoded else None, quality=meta.get("quality"),
+    )  # fmt: skip
 
 
 RENAME_EXCHANGE = 2  # renameat2 flag (Linux ≥ 3.15): swap two paths in one step
@@ -324,7 +365,9 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="img", desc="prepare", disable=not enabled or not sys.stderr.isatty())
 
 
-def _write_split(split, split_dir: Path, size: int, workers: int, with_stats: bool, bar) -> dict:
+def _write_split(
+    split, split_dir: Path, size: int, workers: int, with_stats: bool, bar, encoding=("raw", DEFAULT_QUALITY)
+) -> dict:
     if isinstance(split, ArraySplit):
         chunks = _array_chunks(split, size, with_stats)
         channels = split.images.shape[-1]
@@ -333,16 +376,21 @@ def _write_split(split, split_dir: Path, size: int, workers: int, with_stats: bo
         chunks = _folder_chunks(split, size, workers, with_stats)
         channels = 3
         capacity = len(split.files)
+    writer = _JpegWriter(split_dir, encoding[1], workers) if encoding[0] == "jpeg" else None
     path = split_dir / "images.npy"
-    images = np.lib.format.open_memmap(
-        path, mode="w+", dtype=np.uint8, shape=(capacity, size, size, channels)
-    )
-    _reserve(path)
+    if writer is None:
+        images = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.uint8, shape=(capacity, size, size, channels)
+        )
+        _reserve(path)
     labels: list[int] = []
     skipped: list[tuple[str, str]] = []
     stats: _Stats | None = None
     for chunk in chunks:
-        images[len(labels) : len(labels) + len(chunk.labels)] = chunk.images
+        if writer is None:
+            images[len(labels) : len(labels) + len(chunk.labels)] = chunk.images
+        else:
+            writer.add(chunk.images)
         labels += chunk.labels
         skipped += chunk.skipped
         if chunk.stats is not None:
@@ -351,8 +399,11 @@ def _write_split(split, split_dir: Path, size: int, workers: int, with_stats: bo
             else:
                 stats.add(chunk.stats)
         bar.update(len(chunk.labels) + len(chunk.skipped))
-    images.flush()
-    del images
+    if writer is None:
+        images.flush()
+        del images
+    else:
+        writer.close()
     if not labels:
         raise AlexNetError(
             f"no usable image in {getattr(split, 'root', 'the split')} ({len(skipped)} skipped, "
@@ -360,7 +411,7 @@ def _write_split(split, split_dir: Path, size: int, workers: int, with_stats: bo
             if skipped
             else "an empty split"
         )
-    if len(labels) < capacity:
+    if writer is None and len(labels) < capacity:
         shrink_rows(path, len(labels))
     np.save(split_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
     # File names need not be UTF-8 (os.fsdecode keeps undecodable bytes as surrogates): write them
@@ -369,11 +420,40 @@ def _write_split(split, split_dir: Path, size: int, workers: int, with_stats: bo
         b"".join(os.fsencode(p) + f"\t{r}\n".encode() for p, r in skipped)
     )
     result = {"count": len(labels), "skipped": len(skipped), "channels": channels}
+    if writer is not None:
+        result["bytes"] = writer.bytes
     if with_stats and stats is not None:
         np.save(split_dir / "mean.npy", (stats.image_sum / stats.images).astype(np.float32))
         if channels == 3:
             result["pca"] = _pca(stats)
     return result
+
+
+class _JpegWriter:
+    """Appends each chunk's images, JPEG-encoded on ``workers`` threads, to jpeg.bin; offsets.npy at
+    close. Pillow releases the GIL while it encodes, so threads suffice."""
+
+    def __init__(self, split_dir: Path, quality: int, workers: int) -> None:
+        self.dir, self.quality = split_dir, quality
+        self.file = open(split_dir / "jpeg.bin", "wb")  # noqa: SIM115 (closed in close())
+        self.pool = ThreadPoolExecutor(max(1, workers))
+        self.offsets = [0]
+
+    @property
+    def bytes(self) -> int:
+        return self.offsets[-1]
+
+    def add(self, images: np.ndarray) -> None:
+        for data in encode(images, self.quality, self.pool):
+            self.file.write(data)
+            self.offsets.append(self.offsets[-1] + len(data))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        np.save(self.dir / "offsets.npy", np.asarray(self.offsets, dtype=np.int64))
 
 
 def _reserve(path: Path) -> None:

@@ -10,6 +10,10 @@ Layout (all arrays are numpy ``.npy`` files, opened memory-mapped)::
     OUT/<split>/skipped.txt     one "path<TAB>reason" line per input that could not be used
     OUT/train/mean.npy          float32 [size, size, C], the per-pixel mean image in 0–255 units (§2)
 
+A ``--format jpeg`` store (store.json ``"image_format": "jpeg"``) keeps each split's images as
+``jpeg.bin`` + ``offsets.npy`` instead of images.npy (see :mod:`alexnet.data.jpeg`); everything
+else is the same, and a split's ``images`` indexes the same way, decoding on read.
+
 The folder appears under its final name only when complete (prepare writes a temporary folder
 and renames it), so a store that opens is a whole store.
 """
@@ -62,7 +66,7 @@ class Split:
     """One split of a store: memory-mapped images and their labels."""
 
     name: str
-    images: np.ndarray | RowSubset  # uint8 [N, H, W, C], memory-mapped
+    images: np.ndarray | RowSubset  # uint8 [N, H, W, C], memory-mapped (or JpegImages, decoded on read)
     labels: np.ndarray  # int64 [N]
 
     def __len__(self) -> int:
@@ -143,6 +147,8 @@ def _check_meta(meta, meta_path: Path) -> None:
     for name, info in meta["splits"].items():
         if not isinstance(info, dict) or not isinstance(info.get("count"), int):
             raise bad(f"split {name!r} has no image count")
+    if meta.get("image_format", "raw") not in ("raw", "jpeg"):
+        raise bad(f"image_format {meta.get('image_format')!r} is neither raw nor jpeg")
     pca = meta.get("pca")
     if pca is not None and not (isinstance(pca, dict) and {"eigvals", "eigvecs"} <= set(pca)):
         raise bad("'pca' lacks eigvals or eigvecs")
@@ -162,8 +168,14 @@ def open_store(path: str | Path) -> Store:
         raise AlexNetError(f"{meta_path} is damaged (not JSON: {exc}); prepare the store again") from None
     _check_meta(meta, meta_path)
     splits = {}
+    jpeg = meta.get("image_format", "raw") == "jpeg"
     for name, info in meta["splits"].items():
-        images = _load(root / name / "images.npy", mmap=True)
+        if jpeg:
+            from .jpeg import JpegImages
+
+            images = JpegImages(root / name, meta["size"], meta["channels"])
+        else:
+            images = _load(root / name / "images.npy", mmap=True)
         labels = _load(root / name / "labels.npy", mmap=False)
         if images.shape[0] != info["count"] or labels.shape != (info["count"],):
             raise AlexNetError(
