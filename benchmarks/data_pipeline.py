@@ -9,7 +9,11 @@ so both sides read from the page cache; ours runs 4× the epochs to time a
 similar span. The one-time rate of ``prepare`` is printed too.
 
     python benchmarks/data_pipeline.py [--data ../shared/datasets/imagenet-sample] [--epochs 3]
-        [--device cpu|cuda]
+        [--device cpu|cuda] [--format raw|jpeg] [--quality 90]
+
+With ``--format jpeg`` it also prepares a JPEG store (``alexnet prepare --format jpeg``) and times
+decode + the same augmentation from it (a thread pool of decode_jpeg on the CPU, nvJPEG with
+``--device cuda``) beside the raw store and the baseline, and prints the bytes per image of each.
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/datasets/imagenet-sample")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--format", choices=("raw", "jpeg"), default="raw")
+    parser.add_argument("--quality", type=int, default=90)
     args = parser.parse_args()
     device = torch.device(args.device)
     root = Path(args.data)
@@ -112,6 +118,11 @@ def main() -> None:
             eigvecs=torch.tensor(IMAGENET_EIGVECS),
         )
         ours_paper = our_rate(split, paper, args.epochs, device)
+        if args.format == "jpeg":
+            jpeg_summary = prepare(root, Path(tmp) / "jpeg", workers=WORKERS, progress=False,
+                                   image_format="jpeg", quality=args.quality)  # fmt: skip
+            jpeg_split = next(iter(open_store(Path(tmp) / "jpeg").splits.values()))
+            ours_jpeg = our_rate(jpeg_split, same, args.epochs, device)
 
     print(
         f"data pipeline, {n_images} images of {root} at full resolution, batch {BATCH}, {WORKERS} cores, "
@@ -125,6 +136,15 @@ def main() -> None:
         f"per-epoch speedup over the baseline: {ours / base:.1f}× (same augmentation), "
         f"{ours_paper / base:.1f}× (paper's)"
     )
+    if args.format == "jpeg":
+        raw_bytes = summary.size * summary.size * 3
+        decoder = "nvJPEG" if device.type == "cuda" else f"decode_jpeg on {WORKERS} threads"
+        print(f"  JPEG store q{args.quality}: prepare {jpeg_summary.images_per_second:.0f} img/s "
+              f"(decode, resize, encode), {jpeg_summary.bytes_per_image:,.0f} bytes/image against "
+              f"{raw_bytes:,} raw "
+              f"({raw_bytes / jpeg_summary.bytes_per_image:.1f}× smaller)")  # fmt: skip
+        print(f"  ours, JPEG store ({decoder}) + batched aug (224, flip, mean/std): {ours_jpeg:8.0f} img/s")
+        print(f"JPEG against raw: {ours_jpeg / ours:.2f}×; against the baseline: {ours_jpeg / base:.1f}×")
 
 
 if __name__ == "__main__":
