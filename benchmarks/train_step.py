@@ -10,6 +10,10 @@ implementation of the same arithmetic can reach here, and our fraction of it.
 
     python benchmarks/train_step.py [--batch 64] [--steps 5] [--device cpu|cuda] [--compile] [--precision P]
     python benchmarks/train_step.py --device cuda --batch 256 --store STORE   # + from a prepared store
+    python benchmarks/train_step.py --device cuda --batch 256 --cuda-graphs  # compile, mode reduce-overhead
+
+On CUDA it also prints each model's share of the GPU's dense bf16 peak (model FLOPs per training
+image × images/s ÷ peak; the peak from the device name, or --peak-tflops).
 """
 
 from __future__ import annotations
@@ -29,10 +33,26 @@ from alexnet.runtime import autocast, resolve_precision
 PARITY_STEPS = 3
 
 
-def make_step(model, device, precision, channels_last):
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s.
+GPU_BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0}
+
+
+def gpu_peak(device, given: float | None) -> tuple[float | None, str]:
+    if given:
+        return given * 1e12, f"{given:g} TFLOP/s (--peak-tflops)"
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in GPU_BF16_PEAK_TFLOPS.items():  # "H100 PCIe" is checked before "H100"
+        if key in name:
+            return tflops * 1e12, f"{tflops:g} TFLOP/s dense bf16 ({key} data sheet)"
+    return None, f"unknown for {name}: give --peak-tflops"
+
+
+def make_step(model, device, precision, channels_last, cuda_graphs=False):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
     def step(x, y):
+        if cuda_graphs:  # a new iteration: outputs of the last replay may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, precision):
@@ -130,7 +150,7 @@ def step_flops(name: str, size: int, device) -> float:
     return counter.get_total_flops() / len(x)
 
 
-def variants(name, size, device, compile_model, precision):
+def variants(name, size, device, compile_model, precision, cuda_graphs=False):
 
     def naive():
         torch.manual_seed(0)
@@ -141,13 +161,16 @@ def variants(name, size, device, compile_model, precision):
     def ours():
         torch.manual_seed(0)
         m = build_model(name, input_size=size).to(device).to(memory_format=torch.channels_last)
-        if compile_model:
+        if cuda_graphs:  # torch.compile's CUDA graphs: one replay per forward and per backward
+            m = torch.compile(m, mode="reduce-overhead")
+        elif compile_model:
             m = torch.compile(m)
-        return make_step(m, device, precision, channels_last=True)
+        return make_step(m, device, precision, channels_last=True, cuda_graphs=cuda_graphs)
 
+    how = ", CUDA graphs" if cuda_graphs else ", compiled" if compile_model else ""
     return {
         "naive (fp32, NCHW, torch LRN, eager)": naive,
-        f"ours ({precision}, channels_last, our LRN{', compiled' if compile_model else ''})": ours,
+        f"ours ({precision}, channels_last, our LRN{how})": ours,
     }
 
 
@@ -189,6 +212,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--cuda-graphs", action="store_true", help="torch.compile(mode='reduce-overhead')")
+    parser.add_argument(
+        "--models", default=None, help="default cifar10,paper (CPU), cifar10,torchvision,paper"
+    )
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
     parser.add_argument("--store", help="also time the paper step fed from this prepared store")
     parser.add_argument(
         "--precision", default="auto", help="precision of ours: auto (as training), fp32, bf16"
@@ -202,12 +230,17 @@ def main() -> None:
         f"({torch.get_num_threads()} threads), torch {torch.__version__}"
     )
     ratio, ours = {}, {}
-    for name, size in (("cifar10", 28), ("paper", 227)):
+    sizes = {"cifar10": 28, "torchvision": 224, "paper": 227}
+    names = (args.models or ("cifar10,paper" if device.type == "cpu" else "cifar10,torchvision,paper")).split(
+        ","
+    )
+    for name in names:
+        size = sizes[name]
         x = torch.randn(args.batch, 3, size, size, device=device)
         y = torch.randint(0, 10 if name == "cifar10" else 1000, (args.batch,), device=device)
         rates = {}
         losses = {}
-        for label, make in variants(name, size, device, args.compile, precision).items():
+        for label, make in variants(name, size, device, args.compile, precision, args.cuda_graphs).items():
             step = make()
             best, median = timed(step, x, y, args.steps, device)
             rates[label] = best
@@ -223,6 +256,14 @@ def main() -> None:
             f"ours {second:.4f}; "
             f"speedup {ratio[name]:.2f}×"
         )
+    if device.type == "cuda":
+        peak, source = gpu_peak(device, args.peak_tflops)
+        for name in names:
+            flops = step_flops(name, sizes[name], device)
+            share = f"{100 * flops * ours[name] / peak:.1f} % of {source}" if peak else source
+            print(
+                f"  {name:<8} {flops / 1e9:.2f} GFLOP per training image × {ours[name]:.0f} img/s = {share}"
+            )
     if args.store:
         rate = from_store(args.store, args.batch, args.steps, device, args.compile)
         print(
@@ -230,18 +271,18 @@ def main() -> None:
             f"(StoreLoader + paper augmentation on {device.type}): {rate:.1f} img/s"
         )
     # The ceiling, in the precision "ours" ran in: a step cannot beat FLOPs / peak rate.
-    peak, probe = arithmetic_peak(device, precision)
-    flops = step_flops("paper", 227, device)
-    ceiling = peak / flops
     print(f"  precision of ours: {precision} ({why})")
+    if "paper" in ours:
+        peak, probe = arithmetic_peak(device, precision)
+        flops = step_flops("paper", 227, device)
+        ceiling = peak / flops
+        print(
+            f"  paper    {flops / 1e9:.2f} GFLOP per training image; peak here {peak / 1e9:.0f} GFLOP/s "
+            f"({probe}) → at most {ceiling:.1f} img/s; naive {ours['paper'] / ratio['paper']:.1f}, "
+            f"ours {ours['paper']:.1f} img/s = {100 * ours['paper'] / ceiling:.0f} % of that ceiling"
+        )
     print(
-        f"  paper    {flops / 1e9:.2f} GFLOP per training image; peak here {peak / 1e9:.0f} GFLOP/s "
-        f"({probe}) → at most {ceiling:.1f} img/s; naive {ours['paper'] / ratio['paper']:.1f}, "
-        f"ours {ours['paper']:.1f} img/s = {100 * ours['paper'] / ceiling:.0f} % of that ceiling"
-    )
-    print(
-        f"speedup of our defaults over the naive step: cifar10 {ratio['cifar10']:.2f}×, "
-        f"paper {ratio['paper']:.2f}×"
+        "speedup of our defaults over the naive step: " + ", ".join(f"{n} {r:.2f}×" for n, r in ratio.items())
     )
 
 
