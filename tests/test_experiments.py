@@ -75,7 +75,6 @@ def tiny(seeds_ten_crop=True) -> Experiment:
         variants.append(Variant("ten crops", claim="re-evaluated", reevaluate={"ten_crop": True}))
     return Experiment(
         name="tiny",
-        summary="test",
         title="Tiny",
         preset="figure1",
         variants=tuple(variants),

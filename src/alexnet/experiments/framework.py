@@ -60,7 +60,6 @@ class Tune:
 @dataclass(frozen=True)
 class Experiment:
     name: str
-    summary: str  # the one line of --list
     title: str
     preset: str
     variants: tuple[Variant, ...]  # the first is the baseline

@@ -77,7 +77,6 @@ def sweep(param: str | None = None, values: str | None = None, scale_lr: bool = 
     )
     return Experiment(
         name="sweep",
-        summary="the small-data study: one run per value of epochs, batch_size or lr; curves per value",
         title=f"Sweep of {param}: torchvision's AlexNet on a small photo set",
         preset="torchvision",
         variants=tuple(variants),
@@ -110,7 +109,6 @@ def compare(models: str | None = None, input_size: int | None = None) -> Experim
     stored = round(side * 256 / 224)  # torchvision's proportion: resize 256, crop 224
     return Experiment(
         name="compare",
-        summary="AlexNet against other torchvision networks from scratch: same data, budget, recipe",
         title=f"AlexNet against {', '.join(n for n in names if n != 'alexnet')} at {side} px, from scratch",
         preset="torchvision",
         variants=tuple(Variant(name, {"model.name": name}) for name in names),

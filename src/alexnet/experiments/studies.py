@@ -42,7 +42,6 @@ FIG1_TARGET = 25.0  # §3.1: "reaches a 25% training error rate on CIFAR-10 six 
 def relu_tanh() -> Experiment:
     return Experiment(
         name="relu-tanh",
-        summary="Fig. 1: epochs until 25 % training error, ReLU vs tanh, figure1 net on CIFAR-10",
         title="Fig. 1: ReLU against tanh, epochs to 25 % training error (§3.1)",
         preset="figure1",
         variants=(
@@ -120,7 +119,6 @@ def ablate() -> Experiment:
     # every conv layer but the last (and not the fully connected layers).
     return Experiment(
         name="ablate",
-        summary="§3–§7: each design choice removed alone from the cifar10 recipe, test error over seeds",
         title="Ablations: each of the paper's choices removed alone (cifar10 recipe, CIFAR-10)",
         preset="cifar10",
         variants=(
@@ -189,7 +187,6 @@ PERMUTATIONS = 2000
 def towers() -> Experiment:
     return Experiment(
         name="towers",
-        summary="§6.1, Fig. 3: is one tower's conv1 colour-agnostic and the other colour-specific?",
         title="Fig. 3: colour in the two towers' conv1 kernels (§6.1)",
         preset="paper",
         variants=(Variant("paper net (two towers)"),),
@@ -299,7 +296,6 @@ INIT_PAIRS = (
 def init() -> Experiment:
     return Experiment(
         name="init",
-        summary="§5: the paper's N(0, 0.01) init against caffe, torch and kaiming; signal at init, curves",
         title="Initialisation (§5): why the paper's init stalls on CIFAR-10, and what trains",
         preset="cifar10",
         variants=tuple(
