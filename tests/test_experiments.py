@@ -16,7 +16,6 @@ from alexnet.experiments.stats import (
     mean_std,
     permutation_p,
     ratio_interval,
-    seconds_at,
     verdict,
 )
 
@@ -33,7 +32,6 @@ def test_the_25_percent_crossing_is_read_from_a_history():
     assert crossing(rows([60, 20, 30, 10]), "train_top1_error", 25.0) == pytest.approx(
         1.875
     )  # the first time
-    assert seconds_at(rows([60, 40, 30, 20]), 3.5) == pytest.approx(35.0)
 
 
 def test_mean_std_and_the_95_percent_intervals_by_hand():
@@ -118,6 +116,11 @@ def test_an_experiment_reports_every_variant_and_seed_and_resumes_without_redoin
     relu_errors = saved["variants"][0]["summary"]["test_top1_error"]["values"]
     expected = difference_interval(tanh["summary"]["test_top1_error"]["values"], relu_errors)
     assert [tanh["difference"][k] for k in ("mean", "low", "high")] == pytest.approx(list(expected))
+    for r in saved["runs"]:
+        rates = sorted(h["images_per_second"] for h in r["history"])
+        assert r["images_per_second"] == rates[len(rates) // 2]  # the median over epochs (one here)
+        if r["epochs_to_target"] is not None:
+            assert r["seconds_to_target"] == pytest.approx(r["epochs_to_target"] * r["epoch_seconds"])
     reevaluated = [r for r in saved["runs"] if r["variant"] == "ten crops"]
     assert all(r["reevaluated"] and r["run_dir"].startswith("runs/relu/") for r in reevaluated)
     assert saved["variants"][2]["paired"] is True

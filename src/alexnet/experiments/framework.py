@@ -13,6 +13,7 @@ import io
 import json
 import platform
 import re
+import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..fileio import write_atomic
 from ..runtime import cpu_flags
 from ..train import fit
 from ..train.run_dir import RunDir
-from .stats import crossing, difference_interval, mean_std, seconds_at, verdict
+from .stats import crossing, difference_interval, mean_std, verdict
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,9 @@ def run_record(root: Path, target: tuple[str, float] | None) -> dict:
         "train_loss": history[-1]["train_loss"],
         "val_top1_error": history[-1]["val_top1_error"],
         "epochs": len(history),
-        "images_per_second": sum(r["images_per_second"] for r in history) / len(history),
+        # medians over epochs: robust to other work sharing the machine for a while
+        "images_per_second": statistics.median(r["images_per_second"] for r in history),
+        "epoch_seconds": statistics.median(r["seconds"] for r in history),
         "wall_seconds": sum(r["seconds"] for r in history),
         "precision": info.get("precision"),
         "device": info.get("device"),
@@ -176,7 +179,7 @@ def run_record(root: Path, target: tuple[str, float] | None) -> dict:
         key, value = target
         at = crossing(history, key, value)
         record["epochs_to_target"] = at
-        record["seconds_to_target"] = None if at is None else seconds_at(history, at)
+        record["seconds_to_target"] = None if at is None else at * record["epoch_seconds"]
     return record
 
 

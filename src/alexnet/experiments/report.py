@@ -100,7 +100,12 @@ def report_markdown(experiment: Experiment, results: dict, extra: list[str], fig
             wall,
         ]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Train time is per run (mean over seeds); images/s is the mean training rate."]
+    lines += [
+        "",
+        "Train time is per run (mean over seeds); images/s is the median over epochs of the training "
+        "rate, and a time to a target is the epochs to it × the run's median epoch time: medians, "
+        "so that other work on the machine for a while does not count.",
+    ]
     if extra:
         lines += ["", *extra]
     if figures:

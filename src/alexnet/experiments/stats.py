@@ -122,17 +122,6 @@ def crossing(history: Sequence[dict], key: str, target: float) -> float | None:
     return None
 
 
-def seconds_at(history: Sequence[dict], epoch: float) -> float:
-    """Training seconds until a (fractional) epoch, from the rows' per-epoch ``seconds``."""
-    total = 0.0
-    for row in history:
-        if row["epoch"] <= epoch:
-            total += row["seconds"]
-        elif row["epoch"] - 1 < epoch:
-            total += row["seconds"] * (epoch - (row["epoch"] - 1))
-    return total
-
-
 def verdict(
     interval: tuple[float, float, float] | None, claimed: float | None, *, at_least: bool = False
 ) -> str:
