@@ -1,7 +1,8 @@
 """Training-step throughput: a naive step against our defaults, in one process.
 
-Naive: fp32, NCHW, torch.nn.LocalResponseNorm, eager. Ours: the defaults ``alexnet train`` picks for
-the device (our LRN, channels_last, bf16 autocast where the device has native bf16), optionally
+Naive: fp32, NCHW, torch.nn.LocalResponseNorm, eager, torch's default SGD. Ours: the defaults
+``alexnet train`` picks for the device (our LRN, channels_last, bf16 autocast where the device has
+native bf16, the fused SGD kernel), optionally
 with torch.compile. Models: ``paper`` at 227 and ``cifar10`` at 28 (its recipe's crop). Also a
 short loss-parity check: the same seed trained a few steps both ways must give close losses. It
 also prints the ceiling: the paper net's FLOPs per training image against the best measured rate,
@@ -47,8 +48,9 @@ def gpu_peak(device, given: float | None) -> tuple[float | None, str]:
     return None, f"unknown for {name}: give --peak-tflops"
 
 
-def make_step(model, device, precision, channels_last, cuda_graphs=False):
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+def make_step(model, device, precision, channels_last, cuda_graphs=False, fused=False):
+    # ours: the fused SGD kernel, as training uses it (alexnet.train.optim.make_optimizer)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, fused=fused or None)
 
     def step(x, y):
         if cuda_graphs:  # a new iteration: outputs of the last replay may be overwritten
@@ -165,12 +167,12 @@ def variants(name, size, device, compile_model, precision, cuda_graphs=False):
             m = torch.compile(m, mode="reduce-overhead")
         elif compile_model:
             m = torch.compile(m)
-        return make_step(m, device, precision, channels_last=True, cuda_graphs=cuda_graphs)
+        return make_step(m, device, precision, channels_last=True, cuda_graphs=cuda_graphs, fused=True)
 
     how = ", CUDA graphs" if cuda_graphs else ", compiled" if compile_model else ""
     return {
         "naive (fp32, NCHW, torch LRN, eager)": naive,
-        f"ours ({precision}, channels_last, our LRN{how})": ours,
+        f"ours ({precision}, channels_last, our LRN, fused SGD{how})": ours,
     }
 
 
