@@ -33,14 +33,14 @@ def cifar_slice(root: pathlib.Path, per_class: dict[str, int]) -> pathlib.Path:
 
 
 def slice_store(
-    root: pathlib.Path, per_class: dict[str, int], store: pathlib.Path | None = None
+    root: pathlib.Path, per_class: dict[str, int], store: pathlib.Path | None = None, size: int | None = None
 ) -> pathlib.Path:
     """A prepared store of a CIFAR-10 slice (see ``cifar_slice``) at ``store`` (default root/store)."""
     from alexnet.data import prepare
 
     store = store or root / "store"
     cifar_slice(root / "src", per_class)
-    prepare(root / "src", store, workers=1, progress=False)
+    prepare(root / "src", store, size=size, workers=1, progress=False)
     return store
 
 
