@@ -152,7 +152,7 @@ def step_flops(name: str, size: int, device) -> float:
     return counter.get_total_flops() / len(x)
 
 
-def variants(name, size, device, compile_model, precision, cuda_graphs=False):
+def variants(name, size, device, compile_model, precision, cuda_graphs=False, unfused=False):
 
     def naive():
         torch.manual_seed(0)
@@ -160,20 +160,21 @@ def variants(name, size, device, compile_model, precision, cuda_graphs=False):
         m = with_torch_lrn(m) if name in ("paper", "cifar10") else m
         return make_step(m.to(device), device, "fp32", channels_last=False)
 
-    def ours():
+    def ours(fused=True):
         torch.manual_seed(0)
         m = build_model(name, input_size=size).to(device).to(memory_format=torch.channels_last)
         if cuda_graphs:  # torch.compile's CUDA graphs: one replay per forward and per backward
             m = torch.compile(m, mode="reduce-overhead")
         elif compile_model:
             m = torch.compile(m)
-        return make_step(m, device, precision, channels_last=True, cuda_graphs=cuda_graphs, fused=True)
+        return make_step(m, device, precision, channels_last=True, cuda_graphs=cuda_graphs, fused=fused)
 
     how = ", CUDA graphs" if cuda_graphs else ", compiled" if compile_model else ""
-    return {
-        "naive (fp32, NCHW, torch LRN, eager)": naive,
-        f"ours ({precision}, channels_last, our LRN, fused SGD{how})": ours,
-    }
+    out = {"naive (fp32, NCHW, torch LRN, eager)": naive}
+    if unfused:  # what the fused SGD kernel is worth, in the same process
+        out[f"ours with torch's default SGD ({precision}{how})"] = lambda: ours(fused=False)
+    out[f"ours ({precision}, channels_last, our LRN, fused SGD{how})"] = ours
+    return out
 
 
 def from_store(path: str, batch: int, steps: int, device, compile_model: bool) -> float:
@@ -218,6 +219,7 @@ def main() -> None:
     parser.add_argument(
         "--models", default=None, help="default cifar10,paper (CPU), cifar10,torchvision,paper"
     )
+    parser.add_argument("--unfused", action="store_true", help="also time ours with torch's default SGD")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
     parser.add_argument("--store", help="also time the paper step fed from this prepared store")
     parser.add_argument(
@@ -242,17 +244,18 @@ def main() -> None:
         y = torch.randint(0, 10 if name == "cifar10" else 1000, (args.batch,), device=device)
         rates = {}
         losses = {}
-        for label, make in variants(name, size, device, args.compile, precision, args.cuda_graphs).items():
+        options = (args.compile, precision, args.cuda_graphs, args.unfused)
+        for label, make in variants(name, size, device, *options).items():
             step = make()
             best, median = timed(step, x, y, args.steps, device)
             rates[label] = best
             parity = make()  # the same initial weights: both paths must follow the same loss curve
             losses[label] = [float(parity(x, y).detach()) for _ in range(PARITY_STEPS)][-1]
             print(f"  {name:<8} {label:<52} {best:8.1f} img/s (median {median:.1f})")
-        naive_rate, our_rate = rates.values()
+        naive_rate, our_rate = rates[next(iter(rates))], rates[list(rates)[-1]]
         ours[name] = our_rate
         ratio[name] = our_rate / naive_rate
-        first, second = losses.values()
+        first, second = losses[next(iter(losses))], losses[list(losses)[-1]]
         print(
             f"  {name:<8} loss after {PARITY_STEPS} steps on one batch: naive {first:.4f}, "
             f"ours {second:.4f}; "
