@@ -29,6 +29,8 @@ SMALL_DATA = {
     "train.batch_size": str(BASE_BATCH),
 }
 NOTES = (
+    "Every run reads one store, prepared from the folder on first use (in $ALEXNET_CACHE/stores): no "
+    "image is decoded again per run.",
     "As in the study, the test split is evaluated after every epoch for the curves; nothing is chosen on "
     "it (constant learning rate, the final model reported).",
     "Train loss is the mean cross-entropy per image over the last epoch; the study's train losses "
