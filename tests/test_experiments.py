@@ -78,7 +78,7 @@ def tiny(seeds_ten_crop=True) -> Experiment:
         variants=tuple(variants),
         primary=Metric("test_top1_error", "test error"),
         metrics=(Metric("train_top1_error", "train error"), Metric("epochs_to_target", "to 85 %")),
-        sets={"train.batch_size": "32", "train.precision": "fp32"},
+        sets={"train.batch_size": "32", "train.precision": "fp32", "data.limit_val": "30"},
         epochs=1,
         seeds=2,
         target=("train_top1_error", 85.0),
@@ -124,6 +124,9 @@ def test_an_experiment_reports_every_variant_and_seed_and_resumes_without_redoin
     reevaluated = [r for r in saved["runs"] if r["variant"] == "ten crops"]
     assert all(r["reevaluated"] and r["run_dir"].startswith("runs/relu/") for r in reevaluated)
     assert saved["variants"][2]["paired"] is True
+    # re-evaluated on the very images the runs' own final evaluation used (30 of the 50 test images)
+    assert json.loads((out / "runs" / "ten-crops" / "seed0.json").read_text())["images"] == 30
+    assert json.loads((out / "runs" / "relu" / "seed0" / "final.json").read_text())["count"] == 30
     report = (out / "report.md").read_text()
     for name in ("ReLU", "tanh", "ten crops", "made up: +1", "alexnet experiment tiny"):
         assert name in report

@@ -89,6 +89,7 @@ def evaluate_checkpoint(
     ten_crop: bool = False,
     device: str = "auto",
     batch_size: int = 128,
+    limit: int | None = None,
 ) -> dict:
     """Evaluate a checkpoint (a run directory stands for its best.pt, else last.pt; ``"DEFAULT"``
     for torchvision's ImageNet weights) on a split of ``data``.
@@ -107,7 +108,9 @@ def evaluate_checkpoint(
             f"{loaded.checkpoint} was trained on images prepared at {loaded.image_size}×{loaded.image_size}, "
             f"{data} holds {store.size}×{store.size}; prepare the data with --size {loaded.image_size}"
         )
-    loader = StoreLoader(store.split(name), batch_size, shuffle=False, device=loaded.device)
+    # ``limit``: the same evenly spaced images a run with data.limit_val evaluated on
+    split = store.split(name).evenly_spaced(limit)
+    loader = StoreLoader(split, batch_size, shuffle=False, device=loaded.device)
     transform = loaded.transform(ten_crop)
     result = evaluate(
         loaded.model, loader, transform, len(loaded.classes), loaded.device, precision=loaded.precision

@@ -316,11 +316,12 @@ def _reevaluate(
                 f"[{experiment.name}] {variant.name}, seed {record['seed']}: "
                 f"evaluating the final model of {record['run_dir']}"
             )
+            run = RunDir(out / record["run_dir"], writer=False)
+            limit = run.saved_config().data.limit_val  # the images the run's own final evaluation used
             with contextlib.redirect_stderr(io.StringIO()):
-                full = evaluate_checkpoint(
-                    RunDir(out / record["run_dir"], writer=False).last, data, **dict(variant.reevaluate)
-                )
+                full = evaluate_checkpoint(run.last, data, limit=limit, **dict(variant.reevaluate))
             result = {k: full[k] for k in ("top1_error", "top5_error", "loss", "split")}
+            result["images"] = full["count"]
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, json.dumps(result, indent=1))
         records.append(
