@@ -56,6 +56,7 @@ def test_verdicts_compare_sign_and_size_with_the_paper():
     assert verdict((0.5, -0.3, 1.3), 2.0).startswith("no difference resolved")
     assert verdict((-1.0, -1.5, -0.5), 2.0) == "opposite sign to the paper"
     assert verdict(None, 2.0) == "needs ≥ 2 seeds to tell"
+    assert verdict((5.0, 3.0, 7.0), 1.0, sign_only=True) == "agrees in sign (the paper gives no size)"
     assert verdict((0.6, 0.1, 1.2), 1.0, at_least=True).startswith("agrees")
     assert verdict((0.6, 0.1, 0.9), 1.0, at_least=True) == "same sign, smaller than the paper's"
 

@@ -43,6 +43,7 @@ class Variant:
     claim: str = ""  # the paper's statement, shown beside the measurement
     claimed: float | None = None  # the paper's difference to the baseline in the primary metric
     at_least: bool = False  # the claim is a lower bound ("> 1 %")
+    sign_only: bool = False  # the claim has a direction but no size (``claimed`` gives the sign)
     # An evaluation-time change (e.g. centre crop instead of ten crops): the baseline's own final
     # models evaluated again with these evaluate_checkpoint arguments, compared seed by seed.
     reevaluate: Mapping[str, object] | None = None
@@ -384,7 +385,9 @@ def summarise(experiment: Experiment, records: list[dict]) -> dict:
             entry["difference"] = (
                 None if interval is None else dict(zip(("mean", "low", "high"), interval, strict=True))
             )
-            entry["verdict"] = verdict(interval, variant.claimed, at_least=variant.at_least)
+            entry["verdict"] = verdict(
+                interval, variant.claimed, at_least=variant.at_least, sign_only=variant.sign_only
+            )
             entry["paired"] = paired
         variants.append(entry)
     return {"variants": variants, "runs": records}

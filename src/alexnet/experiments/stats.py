@@ -123,10 +123,14 @@ def crossing(history: Sequence[dict], key: str, target: float) -> float | None:
 
 
 def verdict(
-    interval: tuple[float, float, float] | None, claimed: float | None, *, at_least: bool = False
+    interval: tuple[float, float, float] | None,
+    claimed: float | None,
+    *,
+    at_least: bool = False,
+    sign_only: bool = False,
 ) -> str:
     """Whether a measured difference (mean, low, high) agrees with the paper's ``claimed`` one in sign
-    and size; ``at_least`` for claims like "> 1 %"."""
+    and size; ``at_least`` for claims like "> 1 %", ``sign_only`` for claims without a number."""
     if claimed is None:
         return "—"
     if interval is None:
@@ -136,6 +140,8 @@ def verdict(
         return "no difference resolved at this scale (the interval holds 0)"
     if (mean > 0) != (claimed > 0):
         return "opposite sign to the paper"
+    if sign_only:
+        return "agrees in sign (the paper gives no size)"
     if at_least:
         return (
             "agrees: same sign, at least as large"
