@@ -138,7 +138,7 @@ def ablate() -> Experiment:
                 "§4.2: overfits (higher test error, no number)",
                 1.0,
                 sign_only=True,
-            ),  # fmt: skip
+            ),
             Variant("no PCA lighting", {"data.lighting": "none"}, "§4.1: > +1", 1.0, at_least=True),
             Variant(
                 "centre crop, not ten",
