@@ -14,9 +14,9 @@ def _cell(summary: dict, digits: int) -> str:
             if of
             else "—"
         )
-    text = f"{summary['mean']:.{digits}f}"
-    if summary["n"] > 1:
-        text += f" ± {summary['std']:.{digits}f}"
+    text = f"{summary['mean']:,.{digits}f}"
+    if summary["n"] > 1 and summary["std"] > 0:  # a count that every seed shares has no spread to show
+        text += f" ± {summary['std']:,.{digits}f}"
     if missing:
         text += f" ({diverged} of {of} diverged)" if diverged else f" ({missing} of {of} not reached)"
     return text
@@ -120,7 +120,7 @@ def report_markdown(experiment: Experiment, results: dict, extra: list[str], fig
     for r in runs:
         missing = "diverged" if r.get("diverged") else "not reached"
         shown = [
-            missing if r.get(m.key) is None else f"{r[m.key]:.{m.digits}f}" for m in (p, *experiment.metrics)
+            missing if r.get(m.key) is None else f"{r[m.key]:,.{m.digits}f}" for m in (p, *experiment.metrics)
         ]
         lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join(shown) + " |")
     lines += [
