@@ -65,7 +65,7 @@ def test_compare_two_models_reports_every_row_with_their_own_counts(store, tmp_p
         assert r["final_split"] == "test" and len(r["history"]) == 1
     report = (out / "report.md").read_text()
     assert "| alexnet | " in report and "| resnet18 | " in report
-    assert f"{runs['resnet18']['parameters']:.0f}" in report
+    assert f"{runs['resnet18']['parameters']:,}" in report
     assert (out / "curves.png").stat().st_size > 0
     assert json.loads((out / "results.json").read_text())["experiment"] == "compare"
 
