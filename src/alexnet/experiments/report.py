@@ -31,6 +31,16 @@ def _difference(entry: dict, digits: int) -> str:
     return f"{d['mean']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
 
 
+def _epochs(results: dict) -> str:
+    """The epochs the runs were given: one number, or each variant's own (an epochs sweep)."""
+    given = sorted({int(r["epochs"]) for r in results["runs"] if not r.get("diverged")})
+    return (
+        f"{given[0]} epochs"
+        if len(given) == 1
+        else f"{', '.join(map(str, given))} epochs (each variant's own)"
+    )
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
@@ -51,8 +61,13 @@ def report_markdown(experiment: Experiment, results: dict, extra: list[str], fig
         )
         + (f"; and {', '.join(f'{k}={v}' for k, v in results['sets'].items())}" if results["sets"] else "")
         + ".",
-        f"- Budget: {results['epochs']} epochs, seeds 0–{results['seeds'] - 1} "
-        f"({results['seeds']} per variant); precision {', '.join(results['precision']) or '?'}; "
+        f"- Budget: {_epochs(results)}, "
+        + (
+            f"seeds 0–{results['seeds'] - 1} ({results['seeds']} per variant)"
+            if results["seeds"] > 1
+            else "seed 0"
+        )
+        + f"; precision {', '.join(results['precision']) or '?'}; "
         f"machine: {results['machine']}.",
         f"- Total training time: {_minutes(sum(r['wall_seconds'] for r in runs if not r.get('reevaluated')))}"
         ".",
