@@ -86,6 +86,7 @@ class JpegImages:
             return torch.empty((0, *self.shape[1:]), dtype=torch.uint8, device=device)
         if device.type == "cuda":
             batch = torch.stack(decode_jpeg(data, mode=mode, device=device))
+            self._check(batch[0])  # stack has made them all one shape
         else:
             h, w, c = self.shape[1:]
             out = np.empty((len(rows), c, h, w), np.uint8)
@@ -100,7 +101,6 @@ class JpegImages:
             parts = np.array_split(np.arange(len(rows)), min(self.threads, len(rows)))
             list(self._pool().map(work, parts))
             batch = torch.from_numpy(out)
-        self._check(batch[0])
         return batch.permute(0, 2, 3, 1)
 
     def _pool(self) -> ThreadPoolExecutor:
