@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from alexnet import build_model
-from alexnet.runtime import autocast, resolve_precision
+from alexnet.runtime import autocast, keep_freed_cpu_memory, resolve_precision
 
 PARITY_STEPS = 3
 
@@ -144,8 +144,13 @@ def arithmetic_peak(device, precision: str, repeats: int = 10) -> tuple[float, s
 
 
 def step_flops(name: str, size: int, device) -> float:
-    """FLOPs of one training image (forward and backward), counted by torch's FlopCounterMode."""
-    model = build_model(name, input_size=size).to(device)
+    """FLOPs of one training image (forward and backward), counted by torch's FlopCounterMode.
+
+    The model's arithmetic, not our implementation's: our LRN sums its windows with a small GEMM,
+    which the counter would add, so it counts with torch's LRN (pooling, as for any LRN, uncounted).
+    """
+    model = build_model(name, input_size=size)
+    model = with_torch_lrn(model).to(device) if name in ("paper", "cifar10") else model.to(device)
     x = torch.randn(2, 3, size, size, device=device)
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long, device=device)).backward()
@@ -229,9 +234,11 @@ def main() -> None:
     device = torch.device(args.device)
     precision, why = resolve_precision(args.precision, device)
     name_of = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    # As `alexnet train` does on the CPU (alexnet.runtime); process-wide, so naive runs with it too.
+    heap = ", freed memory kept for reuse" if device.type == "cpu" and keep_freed_cpu_memory() else ""
     print(
         f"training step, batch {args.batch}, {args.steps} timed steps after 2 warm-up, on {name_of} "
-        f"({torch.get_num_threads()} threads), torch {torch.__version__}"
+        f"({torch.get_num_threads()} threads{heap}), torch {torch.__version__}"
     )
     ratio, ours = {}, {}
     sizes = {"cifar10": 28, "torchvision": 224, "paper": 227}

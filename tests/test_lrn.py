@@ -71,3 +71,20 @@ def test_bad_arguments():
         LocalResponseNorm(0)
     with pytest.raises(AlexNetError, match="10 channels do not split into 4 groups"):
         LocalResponseNorm(5, groups=4)(torch.randn(1, 10, 2, 2))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_agrees_with_torch_in_fp32(channels_last):
+    # Under bf16 autocast the window sum is a bf16 GEMM (fp32 accumulation); forward and backward
+    # must stay within bf16's rounding (8 bits of mantissa) of torch's LRN computed in fp32.
+    x = (torch.randn(4, 96, 13, 13) * 20).relu()
+    g = torch.randn_like(x)
+    if channels_last:
+        x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
+    ref = torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
+    out_o, g_o = _grads(LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2), x.bfloat16(), g.bfloat16())
+    halves = [_grads(ref, h, gh) for h, gh in zip(x.chunk(2, 1), g.chunk(2, 1), strict=True)]
+    out_r, g_r = torch.cat([h[0] for h in halves], 1), torch.cat([h[1] for h in halves], 1)
+    assert out_o.dtype == g_o.dtype == torch.bfloat16
+    torch.testing.assert_close(out_o.float(), out_r, rtol=2e-2, atol=1e-2)
+    torch.testing.assert_close(g_o.float(), g_r, rtol=2e-2, atol=2e-2)

@@ -2,6 +2,8 @@
 
 Multiply-adds come from ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2), which counts the
 convolutions and matrix products that dominate AlexNet; activations, LRN and pooling count zero.
+(Our LRN sums its windows with a small GEMM, which the counter sees; that is how we compute LRN,
+not arithmetic of the model, so LRN layers are taken out of the count, as torch's LRN would be.)
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from .lrn import LocalResponseNorm
 
 SHORT_NAMES = {
     "ReLU": "relu",
@@ -85,10 +89,13 @@ def summarize(model: nn.Module, input_size: int | None = None) -> ModelSummary:
     flops = counter.get_flop_counts()
     prefix = type(model).__name__
     rows = []
+    lrn_macs = 0
     for path, module in leaves:
         if path not in shapes or isinstance(module, nn.Identity):
             continue
         macs = sum(flops.get(f"{prefix}.{path}", {}).values()) // 2
+        if isinstance(module, LocalResponseNorm):
+            lrn_macs, macs = lrn_macs + macs, 0
         params = sum(p.numel() for p in module.parameters(recurse=False))
         rows.append(
             LayerRow(
@@ -103,5 +110,5 @@ def summarize(model: nn.Module, input_size: int | None = None) -> ModelSummary:
         rows=tuple(rows),
         input_shape=(channels, size, size),
         total_params=sum(p.numel() for p in model.parameters()),
-        total_macs=counter.get_total_flops() // 2,
+        total_macs=counter.get_total_flops() // 2 - lrn_macs,
     )

@@ -40,6 +40,7 @@ from ..runtime import (
     autocast,
     barrier,
     distributed,
+    keep_freed_cpu_memory,
     resolve_device,
     resolve_precision,
 )
@@ -81,6 +82,8 @@ def fit(config: RunConfig, *, resume: bool = False, progress: bool | None = None
     if config.data.source is None:
         raise AlexNetError("no data: pass --data (a store, an ImageFolder root or a torchvision set name)")
     device = resolve_device(config.train.device)
+    if device.type == "cpu":  # each step's activations reuse the last step's pages
+        keep_freed_cpu_memory()
     deterministic = torch.are_deterministic_algorithms_enabled()
     with distributed(device.type == "cuda") as dist, _restoring_determinism(deterministic):
         if dist.enabled and device.type == "cuda":

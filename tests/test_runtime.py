@@ -1,0 +1,40 @@
+import platform
+import subprocess
+import sys
+
+import pytest
+
+# A child process allocates and touches 256 MB, frees it, and prints its resident memory (kB)
+# before, at the peak and after the free.
+CHILD = """
+import sys, torch
+from alexnet.runtime import keep_freed_cpu_memory
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+applied = keep_freed_cpu_memory() if sys.argv[1] == "keep" else False
+before = rss()
+x = torch.ones(64 * 2**20)
+peak = rss()
+del x
+print(applied, before, peak, rss())
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt"
+)
+def test_freed_cpu_memory_stays_with_the_process_for_the_next_step():
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True)
+        applied, before, peak, after = out.stdout.split()
+        return applied == "True", int(before), int(peak), int(after)
+
+    applied, before, peak, after = run("default")
+    # glibc's default: a block this large is its own mmap, handed back to the kernel on free, so
+    # the next allocation faults in fresh zeroed pages.
+    assert not applied and peak - before > 200_000 and after - before < 50_000
+    applied, before, peak, after = run("keep")
+    # Kept: the pages stay resident for the next tensor of the next step.
+    assert applied and peak - before > 200_000 and after - before > 200_000
