@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torchvision
@@ -166,7 +168,7 @@ def test_drop_layers_keeps_shapes_consistent(dropped):
         ({"drop_layers": ("conv1",)}, "drop_layers may name conv3, conv4, conv5"),
         ({"widths": (96, 256)}, "widths must be five"),
         ({"widths": (95, 256, 384, 384, 256)}, "conv2: 95 → 256 channels do not split into 2 groups"),
-        ({"init": "xavier"}, "unknown init 'xavier'"),
+        ({"init": "glorot"}, "unknown init 'glorot'"),
         ({"num_classes": 0}, "num_classes must be a positive integer"),
     ],
 )
@@ -219,3 +221,14 @@ def test_grouped_cifar10_net_has_the_hand_counted_parameters():
         + (512 * 10 + 10)
     )
     assert n_params(build_model("cifar10", groups=2, input_size=28)) == expected == 1_375_754
+
+
+def test_d2l_is_initialised_as_the_book_does():
+    # d2l's train_ch6: nn.init.xavier_uniform_ on every conv and linear weight, bound √(6/(fan_in + fan_out)).
+    torch.manual_seed(0)
+    net = build_model("d2l")
+    layers = (("conv1", 1 * 11 * 11, 96 * 11 * 11), ("fc6", 6400, 4096), ("fc8", 4096, 10))
+    for name, fan_in, fan_out in layers:
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        w = net.layer(name).weight
+        assert 0.95 * bound < float(w.detach().abs().max()) <= bound * (1 + 1e-6), name

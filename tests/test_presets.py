@@ -91,6 +91,7 @@ def test_d2l_and_figure1_and_cifar10_presets():
     assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.01, 0.0, 0.0)
     assert (d2l.train.batch_size, d2l.train.epochs, d2l.schedule.name) == (128, 10, "constant")
     assert (d2l.data.resize, d2l.data.mean, d2l.data.std) == (224, (0.0,), (1.0,))  # ToTensor() only
+    assert d2l.data.val_split == "test"  # all 60,000 training images, the test split every epoch
     fig1 = preset("figure1")
     _, opt = _groups(fig1)
     assert opt.param_groups[0]["weight_decay"] == 0 and fig1.model.dropout == 0  # §3.1: no regularisation

@@ -27,7 +27,7 @@ LRN_LAYERS = ("conv1", "conv2")  # §3.3: after the ReLU of conv1 and conv2, bef
 # §3.3: k = 2, n = 5, α = 1e-4, β = 0.75; torch (and Krizhevsky's code) divide α by n.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 POOLS = {"overlapping": (3, 2), "non-overlapping": (2, 2)}  # §3.4: (window, stride)
-INITS = ("paper", "caffe", "torch", "kaiming")
+INITS = ("paper", "caffe", "torch", "kaiming", "xavier")
 
 
 def make_activation(name: str) -> nn.Module:
@@ -101,6 +101,7 @@ ARCHS: dict[str, ArchSpec] = {
         in_channels=1,
         num_classes=10,
         lrn=False,
+        init="xavier",  # the book's train_ch6 applies nn.init.xavier_uniform_ to every conv/linear weight
     ),
     # AlexNet scaled to 32×32 CIFAR-10 images, in the spirit of cuda-convnet's layers-18pct and
     # TensorFlow's CIFAR-10 tutorial net (5×5 convs, LRN, 3/2 pools): the paper's five conv layers
@@ -184,7 +185,8 @@ class AlexNet(nn.Module):
     - ``widths``: output channels of conv1..conv5.
     - ``init``: ``paper`` (weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7; §5),
       ``caffe`` (bvlc_alexnet: biases 0.1 there, fc6/fc7 weights N(0, 0.005)) or ``torch``
-      (PyTorch's default initialisation) or ``kaiming`` (He normal, std √(2/fan_in), biases 0).
+      (PyTorch's default initialisation) or ``kaiming`` (He normal, std √(2/fan_in), biases 0) or
+      ``xavier`` (Glorot uniform weights, torch's default biases: the d2l book's).
     - ``input_size``: the input side the classifier is sized for (227 for the paper).
     """
 
@@ -353,8 +355,13 @@ def _check_positive(**values: int) -> None:
 
 @torch.no_grad()
 def initialize(model: AlexNet, scheme: str) -> None:
-    """Re-initialise: ``paper`` (§5), ``caffe`` (bvlc_alexnet), ``kaiming`` (He) or ``torch`` (as built)."""
+    """Re-initialise: ``paper`` (§5), ``caffe`` (bvlc_alexnet), ``kaiming`` (He), ``xavier`` (d2l) or
+    ``torch`` (as built)."""
     if scheme == "torch":
+        return
+    if scheme == "xavier":  # d2l's train_ch6: Glorot uniform weights, biases left at torch's default
+        for path in model.layer_names():
+            nn.init.xavier_uniform_(model.get_submodule(path).weight)
         return
     if scheme == "kaiming":  # He et al. 2015: std √(2/fan_in) keeps the signal's scale through ReLU layers
         for path in model.layer_names():
