@@ -88,3 +88,14 @@ def test_bf16_agrees_with_torch_in_fp32(channels_last):
     assert out_o.dtype == g_o.dtype == torch.bfloat16
     torch.testing.assert_close(out_o.float(), out_r, rtol=2e-2, atol=1e-2)
     torch.testing.assert_close(g_o.float(), g_r, rtol=2e-2, atol=2e-2)
+
+
+def test_fp16_input_does_not_overflow():
+    # Activations of 300 square to 90,000, beyond fp16's 65,504: the result must still be torch's
+    # LRN to fp16 rounding, not zeros or NaN.
+    x = torch.full((2, 8, 3, 3), 300.0)
+    x[:, ::2] = 30.0
+    ref = torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x)
+    out = LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x.half())
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), ref, rtol=2e-3, atol=1e-3)

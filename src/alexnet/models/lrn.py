@@ -118,6 +118,10 @@ def local_response_norm(
         )
     if x.shape[1] % groups:
         raise AlexNetError(f"LocalResponseNorm: {x.shape[1]} channels do not split into {groups} groups")
+    if x.dtype == torch.float16:
+        # a² overflows fp16 from |a| ≈ 256 (conv1 outputs can grow that large in training): compute in
+        # fp32, as autocast does for torch's LRN (its pow is on autocast's fp32 list). bf16 has fp32's range.
+        return _LRN.apply(x.float(), size, alpha, beta, k, groups).to(x.dtype)
     return _LRN.apply(x, size, alpha, beta, k, groups)
 
 
