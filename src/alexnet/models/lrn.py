@@ -17,8 +17,6 @@ each group's windows stay inside it (§3.2's towers).
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -26,21 +24,19 @@ from torch.nn import functional as F
 from ..errors import AlexNetError
 
 
-@functools.lru_cache(maxsize=32)
 def band_matrix(channels: int, size: int, groups: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """M[j, i] = 1 where channel j is in the window of channel i and in its group, else 0.
 
     ``x² @ M`` is then the window sum for every channel at once, and the backward's sum over the
     channels whose window holds j is the product with Mᵀ. Ones are exact in every precision; α/n
-    is applied by the GEMM as a float scale. Cached: one small matrix per layer shape and device,
-    made once (not inside a captured CUDA graph).
+    is applied by the GEMM as a float scale.
     """
     per = channels // groups
-    i = torch.arange(channels)
+    i = torch.arange(channels, device=device)
     offset = i[:, None] - i[None, :]  # j − i
     inside = (offset >= -(size // 2)) & (offset <= (size - 1) // 2)
     inside &= i[:, None] // per == i[None, :] // per
-    return inside.to(dtype).to(device)
+    return inside.to(dtype)
 
 
 def _rows(t: Tensor) -> Tensor | None:
@@ -72,8 +68,7 @@ class _LRN(torch.autograd.Function):
     # Memory-bound apart from the GEMM: every full pass over a conv1-sized batch costs milliseconds
     # on the CPU, so the passes are few and the window sums are GEMMs.
     @staticmethod
-    def forward(ctx, x, size: int, alpha: float, beta: float, k: float, groups: int):
-        band = band_matrix(x.shape[1], size, groups, x.dtype, x.device)
+    def forward(ctx, x, band, size: int, alpha: float, beta: float, k: float):
         scale = _mix(x * x, band, alpha / size, k)  # s = k + α/n Σ a²
         if beta == 0.75:  # s^(−3/4) = rsqrt(s) · sqrt(rsqrt(s)): cheap passes instead of pow
             inv = torch.rsqrt(scale)
@@ -103,6 +98,15 @@ def _layout(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _check(x: Tensor, groups: int) -> None:
+    if x.dim() < 3:
+        raise AlexNetError(
+            f"LocalResponseNorm needs an input of at least 3 dimensions [N, C, ...], got {x.dim()}"
+        )
+    if x.shape[1] % groups:
+        raise AlexNetError(f"LocalResponseNorm: {x.shape[1]} channels do not split into {groups} groups")
+
+
 def local_response_norm(
     x: Tensor,
     size: int,
@@ -110,19 +114,20 @@ def local_response_norm(
     beta: float = 0.75,
     k: float = 1.0,
     groups: int = 1,
+    band: Tensor | None = None,
 ) -> Tensor:
-    """Functional LRN over dim 1 of an [N, C, ...] tensor; ``groups`` keeps windows inside each group."""
-    if x.dim() < 3:
-        raise AlexNetError(
-            f"LocalResponseNorm needs an input of at least 3 dimensions [N, C, ...], got {x.dim()}"
-        )
-    if x.shape[1] % groups:
-        raise AlexNetError(f"LocalResponseNorm: {x.shape[1]} channels do not split into {groups} groups")
-    if x.dtype == torch.float16:
-        # a² overflows fp16 from |a| ≈ 256 (conv1 outputs can grow that large in training): compute in
-        # fp32, as autocast does for torch's LRN (its pow is on autocast's fp32 list). bf16 has fp32's range.
-        return _LRN.apply(x.float(), size, alpha, beta, k, groups).to(x.dtype)
-    return _LRN.apply(x, size, alpha, beta, k, groups)
+    """Functional LRN over dim 1 of an [N, C, ...] tensor; ``groups`` keeps windows inside each group.
+
+    ``band``: the layer's ``band_matrix`` in the dtype of the computation, where the caller keeps it
+    (the module does); else it is made for this call.
+    """
+    _check(x, groups)
+    # a² overflows fp16 from |a| ≈ 256 (conv1 outputs can grow that large in training): compute in
+    # fp32, as autocast does for torch's LRN (its pow is on autocast's fp32 list). bf16 has fp32's range.
+    work = x.float() if x.dtype == torch.float16 else x
+    if band is None:
+        band = band_matrix(x.shape[1], size, groups, work.dtype, x.device)
+    return _LRN.apply(work, band, size, alpha, beta, k).to(x.dtype)
 
 
 class LocalResponseNorm(nn.Module):
@@ -139,6 +144,9 @@ class LocalResponseNorm(nn.Module):
                 f"LocalResponseNorm: size and groups must be ≥ 1, got size={size}, groups={groups}"
             )
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
+        # One band matrix per (channels, dtype, device), made on first use: no small tensors to build
+        # (kernels to launch, on a GPU) per call.
+        self._bands: dict[tuple, Tensor] = {}
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_tracing() or torch.jit.is_scripting():
@@ -148,7 +156,13 @@ class LocalResponseNorm(nn.Module):
             return torch.cat(
                 [F.local_response_norm(c, self.size, self.alpha, self.beta, self.k) for c in chunks], 1
             )
-        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups)
+        _check(x, self.groups)
+        work = torch.float32 if x.dtype == torch.float16 else x.dtype
+        key = (x.shape[1], work, x.device)
+        band = self._bands.get(key)
+        if band is None:
+            band = self._bands[key] = band_matrix(x.shape[1], self.size, self.groups, work, x.device)
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups, band)
 
     def extra_repr(self) -> str:
         groups = f", groups={self.groups}" if self.groups != 1 else ""
