@@ -20,6 +20,7 @@ from torch import nn
 
 from alexnet import build_model
 from alexnet.models import LocalResponseNorm
+from alexnet.runtime import keep_freed_cpu_memory
 
 
 class TorchGroupedLRN(nn.Module):
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
+    keep_freed_cpu_memory()  # as `alexnet train` on the CPU: each step reuses the last step's pages
     torch.manual_seed(0)
     x = torch.randn(args.batch, 3, 227, 227) * 50
     y = torch.randint(0, 1000, (args.batch,))

@@ -4,15 +4,16 @@
 differentiate that chain; on the CPU this makes a training step of the paper model about twice as
 slow as the same model without LRN. Here the sum over a window of channels is one matrix product
 with a banded [C, C] matrix (a GEMM, which bf16 and AMX run at their full rate, instead of n
-strided passes over the activations), and the backward is the closed form:
+strided passes over the activations; with groups, each group's channels are rows of their own),
+and the backward is the closed form:
 
     s_i  = k + α/n · Σ_{j ∈ W(i)} a_j²                 (the window W(i) = [i − ⌊n/2⌋, i + ⌊(n−1)/2⌋])
     b_i  = a_i · s_i^(−β)
     ∂L/∂a_j = g_j · s_j^(−β) − (2αβ/n) · a_j · Σ_{i: j ∈ W(i)} g_i · a_i · s_i^(−β−1)
 
 with the same window convention, zero padding and α/n scaling as torch, so results agree with
-``torch.nn.LocalResponseNorm`` to rounding. With ``groups`` the band matrix is block-diagonal:
-each group's windows stay inside it (§3.2's towers).
+``torch.nn.LocalResponseNorm`` to rounding. With ``groups`` each group's windows stay inside it
+(§3.2's towers).
 """
 
 from __future__ import annotations
@@ -24,42 +25,32 @@ from torch.nn import functional as F
 from ..errors import AlexNetError
 
 
-def band_matrix(channels: int, size: int, groups: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """M[j, i] = 1 where channel j is in the window of channel i and in its group, else 0.
+def band_matrix(channels: int, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """M[j, i] = 1 where channel j is in the window of channel i, else 0: a band of ``size`` diagonals.
 
     ``x² @ M`` is then the window sum for every channel at once, and the backward's sum over the
     channels whose window holds j is the product with Mᵀ. Ones are exact in every precision; α/n
-    is applied by the GEMM as a float scale.
+    is applied by the GEMM as a float scale. ``channels`` is a group's: groups share the matrix.
     """
-    per = channels // groups
     i = torch.arange(channels, device=device)
     offset = i[:, None] - i[None, :]  # j − i
-    inside = (offset >= -(size // 2)) & (offset <= (size - 1) // 2)
-    inside &= i[:, None] // per == i[None, :] // per
-    return inside.to(dtype)
-
-
-def _rows(t: Tensor) -> Tensor | None:
-    """A view of t as [pixels, C] when the channels are innermost in memory (channels_last), else None."""
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
-    return None
+    return ((offset >= -(size // 2)) & (offset <= (size - 1) // 2)).to(dtype)
 
 
 def _mix(t: Tensor, mat: Tensor, scale: float, shift: float = 0.0) -> Tensor:
-    """shift + scale · Σ_j t_j · mat[j, i] over the channel axis (dim 1), in t's memory layout."""
-    rows = _rows(t)
-    if rows is not None:  # one GEMM [pixels, C] @ [C, C]; the result stays channels_last
-        out = torch.addmm(rows.new_full((1,), shift), rows, mat, beta=1.0 if shift else 0.0, alpha=scale)
-        n, c, h, w = t.shape
-        return out.view(n, h, w, c).permute(0, 3, 1, 2)
-    flat = t.reshape(t.shape[0], t.shape[1], -1)  # channels first: matᵀ @ [C, pixels], image by image
+    """shift + scale · Σ_j t_j · mat[j, i] within each group of len(mat) channels (dim 1), in t's layout."""
+    n, channels = t.shape[:2]
+    per = mat.shape[0]
+    beta = 1.0 if shift else 0.0
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        # Channels innermost: one GEMM [pixels · groups, per] @ [per, per] on a view, no copy; the
+        # result stays channels_last.
+        rows = t.permute(0, 2, 3, 1).reshape(-1, per)
+        out = torch.addmm(rows.new_full((1,), shift), rows, mat, beta=beta, alpha=scale)
+        return out.view(n, t.shape[2], t.shape[3], channels).permute(0, 3, 1, 2)
+    flat = t.reshape(n * (channels // per), per, -1)  # channels first: matᵀ @ [per, pixels], group by group
     out = torch.baddbmm(
-        flat.new_full((1, 1, 1), shift),
-        mat.t().expand(t.shape[0], -1, -1),
-        flat,
-        beta=1.0 if shift else 0.0,
-        alpha=scale,
+        flat.new_full((1, 1, 1), shift), mat.t().expand(flat.shape[0], -1, -1), flat, beta=beta, alpha=scale
     )
     return out.view(t.shape)
 
@@ -126,7 +117,7 @@ def local_response_norm(
     # fp32, as autocast does for torch's LRN (its pow is on autocast's fp32 list). bf16 has fp32's range.
     work = x.float() if x.dtype == torch.float16 else x
     if band is None:
-        band = band_matrix(x.shape[1], size, groups, work.dtype, x.device)
+        band = band_matrix(x.shape[1] // groups, size, work.dtype, x.device)
     return _LRN.apply(work, band, size, alpha, beta, k).to(x.dtype)
 
 
@@ -161,7 +152,7 @@ class LocalResponseNorm(nn.Module):
         key = (x.shape[1], work, x.device)
         band = self._bands.get(key)
         if band is None:
-            band = self._bands[key] = band_matrix(x.shape[1], self.size, self.groups, work, x.device)
+            band = self._bands[key] = band_matrix(x.shape[1] // self.groups, self.size, work, x.device)
         return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups, band)
 
     def extra_repr(self) -> str:
