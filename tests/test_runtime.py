@@ -38,3 +38,14 @@ def test_freed_cpu_memory_stays_with_the_process_for_the_next_step():
     applied, before, peak, after = run("keep")
     # Kept: the pages stay resident for the next tensor of the next step.
     assert applied and peak - before > 200_000 and after - before > 200_000
+
+
+def test_training_on_the_cpu_keeps_freed_memory(tmp_path, monkeypatch):
+    from conftest import slice_store, train_small
+
+    from alexnet.train import loop
+
+    calls = []
+    monkeypatch.setattr(loop, "keep_freed_cpu_memory", lambda: calls.append(1) or True)
+    train_small(slice_store(tmp_path, {"train": 8, "test": 1}), tmp_path / "run", epochs=1)
+    assert calls == [1]
