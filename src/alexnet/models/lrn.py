@@ -89,15 +89,6 @@ def _layout(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _check(x: Tensor, groups: int) -> None:
-    if x.dim() < 3:
-        raise AlexNetError(
-            f"LocalResponseNorm needs an input of at least 3 dimensions [N, C, ...], got {x.dim()}"
-        )
-    if x.shape[1] % groups:
-        raise AlexNetError(f"LocalResponseNorm: {x.shape[1]} channels do not split into {groups} groups")
-
-
 def local_response_norm(
     x: Tensor,
     size: int,
@@ -105,19 +96,28 @@ def local_response_norm(
     beta: float = 0.75,
     k: float = 1.0,
     groups: int = 1,
-    band: Tensor | None = None,
+    bands: dict | None = None,
 ) -> Tensor:
     """Functional LRN over dim 1 of an [N, C, ...] tensor; ``groups`` keeps windows inside each group.
 
-    ``band``: the layer's ``band_matrix`` in the dtype of the computation, where the caller keeps it
-    (the module does); else it is made for this call.
+    ``bands``, a dict the caller keeps (the module does), holds the band matrix per (channels,
+    dtype, device) between calls: no small tensors to build (kernels to launch, on a GPU) per call.
     """
-    _check(x, groups)
+    if x.dim() < 3:
+        raise AlexNetError(
+            f"LocalResponseNorm needs an input of at least 3 dimensions [N, C, ...], got {x.dim()}"
+        )
+    if x.shape[1] % groups:
+        raise AlexNetError(f"LocalResponseNorm: {x.shape[1]} channels do not split into {groups} groups")
     # a² overflows fp16 from |a| ≈ 256 (conv1 outputs can grow that large in training): compute in
     # fp32, as autocast does for torch's LRN (its pow is on autocast's fp32 list). bf16 has fp32's range.
     work = x.float() if x.dtype == torch.float16 else x
+    key = (x.shape[1], work.dtype, x.device)
+    band = None if bands is None else bands.get(key)
     if band is None:
         band = band_matrix(x.shape[1] // groups, size, work.dtype, x.device)
+        if bands is not None:
+            bands[key] = band
     return _LRN.apply(work, band, size, alpha, beta, k).to(x.dtype)
 
 
@@ -135,9 +135,7 @@ class LocalResponseNorm(nn.Module):
                 f"LocalResponseNorm: size and groups must be ≥ 1, got size={size}, groups={groups}"
             )
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
-        # One band matrix per (channels, dtype, device), made on first use: no small tensors to build
-        # (kernels to launch, on a GPU) per call.
-        self._bands: dict[tuple, Tensor] = {}
+        self._bands: dict[tuple, Tensor] = {}  # see local_response_norm
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_tracing() or torch.jit.is_scripting():
@@ -147,13 +145,7 @@ class LocalResponseNorm(nn.Module):
             return torch.cat(
                 [F.local_response_norm(c, self.size, self.alpha, self.beta, self.k) for c in chunks], 1
             )
-        _check(x, self.groups)
-        work = torch.float32 if x.dtype == torch.float16 else x.dtype
-        key = (x.shape[1], work, x.device)
-        band = self._bands.get(key)
-        if band is None:
-            band = self._bands[key] = band_matrix(x.shape[1] // self.groups, self.size, work, x.device)
-        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups, band)
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups, self._bands)
 
     def extra_repr(self) -> str:
         groups = f", groups={self.groups}" if self.groups != 1 else ""
