@@ -25,7 +25,7 @@ from ..errors import AlexNetError
 from ..models import build_model
 from ..models.registry import PRETRAINED
 from ..recipe import build_for_run, eval_transform
-from ..runtime import autocast, resolve_device, resolve_precision
+from ..runtime import autocast, keep_freed_cpu_memory, resolve_device, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def _torchvision_model(path: str | Path, device: str) -> LoadedModel | None:
             return None  # not torchvision's weights either
         source = str(path)
     config = preset("torchvision")
-    dev = resolve_device(device)
+    dev = _model_device(device)
     state = {
         "normalization": {"kind": "channel", "mean": list(config.data.mean), "std": list(config.data.std)},
         "crop": config.data.crop,
@@ -124,6 +124,13 @@ def _torchvision_model(path: str | Path, device: str) -> LoadedModel | None:
     classes = list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
     model = model.to(dev).to(memory_format=torch.channels_last).eval()
     return LoadedModel(model, config, classes, 256, 3, Path(source), 0, dev, "fp32", state)
+
+
+def _model_device(name: str) -> torch.device:
+    dev = resolve_device(name)
+    if dev.type == "cpu":  # batch after batch of activations reuse the same pages, as in training
+        keep_freed_cpu_memory()
+    return dev
 
 
 def load_model(path: str | Path, *, device: str = "auto") -> LoadedModel:
@@ -144,7 +151,7 @@ def load_model(path: str | Path, *, device: str = "auto") -> LoadedModel:
                 return loaded
         raise
     config = from_dict(state["config"])
-    dev = resolve_device(device)
+    dev = _model_device(device)
     classes = list(state["classes"])
     channels = int(state["arch"]["in_channels"])
     model = build_for_run(config, len(classes), channels)
