@@ -12,6 +12,7 @@ implementation of the same arithmetic can reach here, and our fraction of it.
     python benchmarks/train_step.py [--batch 64] [--steps 5] [--device cpu|cuda] [--compile] [--precision P]
     python benchmarks/train_step.py --device cuda --batch 256 --store STORE   # + from a prepared store
     python benchmarks/train_step.py --device cuda --batch 256 --cuda-graphs  # compile, mode reduce-overhead
+    python benchmarks/train_step.py --models paper --kernels  # + the convolutions and matmuls alone
 
 On CUDA it also prints each model's share of the GPU's dense bf16 peak (model FLOPs per training
 image × images/s ÷ peak; the peak from the device name, or --peak-tflops).
@@ -20,6 +21,7 @@ image × images/s ÷ peak; the peak from the device name, or --peak-tflops).
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -157,6 +159,49 @@ def step_flops(name: str, size: int, device) -> float:
     return counter.get_total_flops() / len(x)
 
 
+def kernel_times(name: str, size: int, batch: int, device, precision: str) -> dict[str, float]:
+    """Seconds of forward + backward of each convolution and linear layer alone, at its real shapes.
+
+    The bound on any step of this arithmetic on these kernels: with nothing else to do (no LRN,
+    ReLU, pooling, dropout, casts or optimizer), a step still takes their sum. Weights and inputs
+    are already in the step's precision (no autocast casts), channels_last as in ours, and conv1's
+    input needs no gradient, as in training.
+    """
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    model = build_model(name, input_size=size).to(device).to(memory_format=torch.channels_last)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    shapes = {}
+
+    def keep_shape(name):
+        def hook(_module, inputs, _output):
+            shapes[name] = inputs[0].shape  # returns None: the output stays as it is
+
+        return hook
+
+    hooks = [m.register_forward_hook(keep_shape(n)) for n, m in layers]
+    with torch.no_grad():
+        model(torch.randn(2, 3, size, size, device=device))
+    for hook in hooks:
+        hook.remove()
+    times = {}
+    convs = sum(isinstance(m, torch.nn.Conv2d) for _, m in layers)
+    for index, (n, m) in enumerate(layers):
+        label = f"conv{index + 1}" if index < convs else f"fc{index + 1}"  # the paper's names
+        layer = copy.deepcopy(m).to(dtype)
+        x = torch.randn(batch, *shapes[n][1:], device=device, dtype=dtype)
+        x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+        x.requires_grad_(index > 0)
+        grad = layer(x).detach().normal_()
+
+        def run(layer=layer, x=x, grad=grad):
+            layer.zero_grad(set_to_none=True)
+            x.grad = None
+            layer(x).backward(grad)
+
+        times[label] = best_time(run, device)
+    return times
+
+
 def variants(name, size, device, compile_model, precision, cuda_graphs=False, unfused=False):
 
     def naive():
@@ -228,6 +273,11 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
     parser.add_argument("--store", help="also time the paper step fed from this prepared store")
     parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="also time the paper net's convolutions and matmuls alone: the most any step on them can reach",
+    )
+    parser.add_argument(
         "--precision", default="auto", help="precision of ours: auto (as training), fp32, bf16"
     )
     args = parser.parse_args()
@@ -293,6 +343,17 @@ def main() -> None:
             f"({probe}) → at most {ceiling:.1f} img/s; naive {ours['paper'] / ratio['paper']:.1f}, "
             f"ours {ours['paper']:.1f} img/s = {100 * ours['paper'] / ceiling:.0f} % of that ceiling"
         )
+        if args.kernels:
+            times = kernel_times("paper", 227, args.batch, device, precision)
+            total = sum(times.values())
+            each = ", ".join(f"{n} {1e3 * t:.1f}" for n, t in times.items())
+            print(
+                f"  paper    its convolutions and matmuls alone, forward + backward in {precision} "
+                f"(ms per batch of {args.batch}: {each}): {1e3 * total:.0f} ms against "
+                f"{1e3 * args.batch / ceiling:.0f} ms at the ceiling, so even with nothing else in the step "
+                f"at most {args.batch / total:.1f} img/s = {100 * args.batch / total / ceiling:.0f} % of it; "
+                f"ours spends {1e3 * args.batch / ours['paper'] - 1e3 * total:.0f} ms per step elsewhere"
+            )
     print(
         "speedup of our defaults over the naive step: " + ", ".join(f"{n} {r:.2f}×" for n, r in ratio.items())
     )
