@@ -28,7 +28,7 @@ import time
 import torch
 from lrn import with_torch_lrn  # benchmarks/lrn.py: torch's LRN per tower
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop, conv_flop_count
 
 from alexnet import build_model
 from alexnet.runtime import autocast, keep_freed_cpu_memory, resolve_precision
@@ -145,6 +145,21 @@ def arithmetic_peak(device, precision: str, repeats: int = 10) -> tuple[float, s
     return rates[kernel], f"{precision}; GFLOP/s by probe: {shown}"
 
 
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of a convolution's backward: the forward's again for each gradient it computes.
+
+    torch's own formula (up to 2.15 at least) counts the weight gradient of a grouped convolution
+    ``groups`` times over (its transposed shapes lose the division; pytorch/pytorch#183405): the
+    paper net's conv2, conv4 and conv5 have two groups, which made 4.96 GFLOP per training image
+    of the right 4.14.
+    """
+    transposed, output_mask = args[4], args[7]  # aten.convolution_backward's argument order
+    if transposed:
+        return conv_backward_flop(grad_out_shape, x_shape, w_shape, *args, out_shape=out_shape, **kwargs)
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape))
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
 def step_flops(name: str, size: int, device) -> float:
     """FLOPs of one training image (forward and backward), counted by torch's FlopCounterMode.
 
@@ -154,7 +169,8 @@ def step_flops(name: str, size: int, device) -> float:
     model = build_model(name, input_size=size)
     model = with_torch_lrn(model).to(device) if name in ("paper", "cifar10") else model.to(device)
     x = torch.randn(2, 3, size, size, device=device)
-    with FlopCounterMode(display=False) as counter:
+    fixed = {torch.ops.aten.convolution_backward: conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=fixed) as counter:
         F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long, device=device)).backward()
     return counter.get_total_flops() / len(x)
 

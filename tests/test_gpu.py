@@ -28,17 +28,6 @@ def test_the_train_step_benchmark_runs_on_the_cpu_with_the_models_flag():
     assert "speedup of our defaults over the naive step: cifar10" in out
 
 
-def test_the_kernel_bound_times_each_convolution_and_matmul_of_the_paper_net_at_its_shapes(monkeypatch):
-    # `train_step.py --kernels`: the paper net's eight layers found by their modules, each timed
-    # forward + backward alone at the shape it sees in the net (a wrong shape would fail to run)
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from train_step import kernel_times
-
-    times = kernel_times("paper", 227, 2, torch.device("cpu"), "fp32")
-    assert list(times) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
-    assert all(t > 0 for t in times.values())
-
-
 @cuda
 def test_the_train_step_benchmark_reports_the_share_of_the_gpus_bf16_peak():
     out = bench("--device", "cuda", "--models", "cifar10,torchvision", "--batch", "32", "--steps", "2",

@@ -1,0 +1,41 @@
+"""What the benchmark scripts count and time, checked where it can be exact (no timings asserted)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet import build_model
+from alexnet.models.summary import summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def train_step(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import train_step
+
+    return train_step
+
+
+@pytest.mark.parametrize("name", ["paper", "cifar10"])
+def test_the_ceilings_flop_count_is_three_passes_of_the_models_multiply_adds(train_step, name):
+    # forward, input gradient and weight gradient each repeat the forward's multiply-adds, except
+    # conv1's input gradient, which training never computes; the paper net's grouped convolutions
+    # (conv2, conv4, conv5) once each, not once per group as torch's own formula counts them
+    size = {"paper": 227, "cifar10": 28}[name]
+    summary = summarize(build_model(name, input_size=size), size)
+    conv1 = next(row.macs for row in summary.rows if row.name == "conv1")
+    expected = 2 * (3 * summary.total_macs - conv1)
+    assert train_step.step_flops(name, size, torch.device("cpu")) == expected
+    if name == "paper":
+        assert expected == 4_135_610_496  # 724.4 M multiply-adds per image (`alexnet summary paper`)
+
+
+def test_the_kernel_bound_times_each_convolution_and_matmul_of_the_paper_net_at_its_shapes(train_step):
+    # `train_step.py --kernels`: the paper net's eight layers found by their modules, each timed
+    # forward + backward alone at the shape it sees in the net (a wrong shape would fail to run)
+    times = train_step.kernel_times("paper", 227, 2, torch.device("cpu"), "fp32")
+    assert list(times) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    assert all(t > 0 for t in times.values())
