@@ -135,3 +135,16 @@ def test_predict_figure(trained, tmp_path):
         ["predict", str(trained / "run"), str(trained / "src" / "test" / "cat"), "--figure", str(out)]
     )
     assert code == 0 and out.stat().st_size > 0
+
+
+def test_a_curve_that_is_zero_in_every_epoch_is_said_not_drawn():
+    # 5 classes: top-5 error is 0 by construction, which a flat line would dress up as a result
+    from alexnet.analysis import figures
+
+    rows = [{"epoch": e, "train_loss": 1.6, "val_loss": 1.6, "train_top1_error": 75.0,
+             "val_top1_error": 75.5, "val_top5_error": 0.0, "lr": 0.01} for e in (1, 2)]  # fmt: skip
+    fig = figures.training_curves({"run": rows})
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    top5, top1 = panels["validation top-5 error (%)"], panels["validation top-1 error (%)"]
+    assert not top5.lines and [t.get_text() for t in top5.texts] == ["0 in every epoch"]
+    assert len(top1.lines) == 1 and not top1.texts

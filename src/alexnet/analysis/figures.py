@@ -68,9 +68,15 @@ def training_curves(runs: dict[str, list[dict]]):
     plt = _pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for ax, (key, title) in zip(axes.flat, CURVES, strict=True):
+        ax.set_title(title, fontsize=10)
+        if key != "lr" and all(r[key] == 0 for rows in runs.values() for r in rows):
+            # top-5 error with 5 classes or fewer: a flat line at 0 would look like a result
+            ax.text(0.5, 0.5, "0 in every epoch", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
         for name, rows in runs.items():
             ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker=".", label=name)
-        ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         if key == "lr":
             ax.set_yscale("log")
