@@ -163,6 +163,8 @@ def conv_backward_flops(grad_out_shape, x_shape, w_shape, *args, out_shape=None,
 def step_flops(name: str, size: int, device) -> float:
     """FLOPs of one training image (forward and backward), counted by torch's FlopCounterMode.
 
+    A convolution's backward is counted by ``conv_backward_flops``, not torch's formula.
+
     The model's arithmetic, not our implementation's: our LRN sums its windows with a small GEMM,
     which the counter would add, so it counts with torch's LRN (pooling, as for any LRN, uncounted).
     """
@@ -185,7 +187,8 @@ def kernel_times(name: str, size: int, batch: int, device, precision: str) -> di
     """
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     model = build_model(name, input_size=size).to(device).to(memory_format=torch.channels_last)
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    names = model.layer_names()  # module path → the paper's name, conv1 … fc8, in order
+    layers = [(n, model.get_submodule(n)) for n in names]
     shapes = {}
 
     def keep_shape(name):
@@ -200,9 +203,7 @@ def kernel_times(name: str, size: int, batch: int, device, precision: str) -> di
     for hook in hooks:
         hook.remove()
     times = {}
-    convs = sum(isinstance(m, torch.nn.Conv2d) for _, m in layers)
     for index, (n, m) in enumerate(layers):
-        label = f"conv{index + 1}" if index < convs else f"fc{index + 1}"  # the paper's names
         layer = copy.deepcopy(m).to(dtype)
         x = torch.randn(batch, *shapes[n][1:], device=device, dtype=dtype)
         x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
@@ -214,7 +215,7 @@ def kernel_times(name: str, size: int, batch: int, device, precision: str) -> di
             x.grad = None
             layer(x).backward(grad)
 
-        times[label] = best_time(run, device)
+        times[names[n]] = best_time(run, device)
     return times
 
 
