@@ -193,7 +193,7 @@ def test_experiment_list_and_an_unknown_name(capsys):
 
 def test_tower_scores_of_a_two_tower_run(small_run):
     from alexnet.analysis.filters import conv1_report
-    from alexnet.analysis.predict import load_model
+    from alexnet.loading import load_model
     from alexnet.experiments.studies import _tower_scores
 
     scores = _tower_scores(small_run / "run")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from alexnet import AlexNetError, build_model, load_model
-from alexnet.analysis.export import _require
+from alexnet.weights import require
 from alexnet.analysis.features import extract, layer_activations, nearest
 from alexnet.analysis.filters import FilterReport, colour_scores, conv1_report, tile_layout
 from alexnet.cli import main
@@ -126,7 +126,7 @@ def test_safetensors_export_loads_back_through_build_model(trained, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(x), loaded.model(x), rtol=0, atol=1e-6)
     with pytest.raises(AlexNetError, match=r"pip install 'alexnet\[export\]'"):
-        _require("no_such_module_here", "export")
+        require("no_such_module_here", "export")
 
 
 def test_predict_figure(trained, tmp_path):

@@ -97,7 +97,7 @@ def test_torchvision_state_dict_round_trip_and_equal_logits(tmp_path):
 def test_weights_for_another_class_count_are_refused(tmp_path):
     path = tmp_path / "ten.pth"
     torch.save(build_model("torchvision", num_classes=10).state_dict(), path)
-    with pytest.raises(AlexNetError, match=r"classifier.6.weight has shape \(10, 4096\).*\(1000, 4096\)"):
+    with pytest.raises(AlexNetError, match=r"classifier.6.weight \(10, 4096\) where the model has \(1000, 4096\)"):
         build_model("torchvision", weights=path)
 
 
@@ -165,7 +165,7 @@ def test_drop_layers_keeps_shapes_consistent(dropped):
         ({"groups": 3}, "groups must be 1 or 2"),
         ({"pool": "avg"}, "unknown pool 'avg'"),
         ({"dropout": 1.5}, "dropout must be a probability"),
-        ({"drop_layers": ("conv1",)}, "drop_layers may name conv3, conv4, conv5"),
+        ({"drop_layers": ("conv1",)}, "drop_layers must be any of conv3, conv4, conv5"),
         ({"widths": (96, 256)}, "widths must be five"),
         ({"widths": (95, 256, 384, 384, 256)}, "conv2: 95 → 256 channels do not split into 2 groups"),
         ({"init": "glorot"}, "unknown init 'glorot'"),

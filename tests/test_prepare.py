@@ -11,6 +11,7 @@ from PIL import Image
 from alexnet import AlexNetError
 from alexnet.cli import main
 from alexnet.data import is_store, open_store, prepare, resolve_source
+from alexnet.data.prepare import read_skipped
 from alexnet.data.sources import class_names
 
 prepare_module = importlib.import_module("alexnet.data.prepare")  # the package exports the function
@@ -70,9 +71,9 @@ def test_broken_files_are_skipped_listed_and_counted(corpus_store):
     summary, store, skips = corpus_store
     assert summary.counts == {"train": 8, "val": 2}
     assert summary.skipped == {"train": 5, "val": 0}
-    assert "skipped 5 (listed in " in summary.line() and "train/skipped.txt" in summary.line()
-    lines = (store.root / "train" / "skipped.txt").read_text().splitlines()
-    reasons = {os.path.basename(line.split("\t")[0]): line.split("\t")[1] for line in lines}
+    assert "skipped 5 (listed in " in summary.line() and "train/skipped.jsonl" in summary.line()
+    rows = read_skipped(store.root / "train" / "skipped.jsonl")
+    reasons = {os.path.basename(path): reason for path, reason in rows}
     assert set(reasons) == skips
     assert reasons["empty.jpg"] == "empty file (0 bytes)"
     assert reasons["notes.txt"] == "not an image Pillow can identify"

@@ -22,7 +22,9 @@ from alexnet.checkpoint import load_checkpoint
 from alexnet.cli import main
 from alexnet.config import resolve
 from alexnet.data import prepare
-from alexnet.data.prepare import replace_folder
+from alexnet.data.prepare import read_skipped
+from alexnet.data.stats import PixelStats
+from alexnet.fileio import replace_folder
 from alexnet.train import RunDir, fit, resume_config
 
 
@@ -326,9 +328,10 @@ def test_a_broken_store_is_one_line(store, tmp_path, capsys, edit, message):
         (["--set", "train.label_smoothing=2"], "train.label_smoothing must be in [0, 1), got 2.0"),
         (["--set", "data.limit_train=-5"], "data.limit_train must be ≥ 1 (or none), got -5"),
         (["--set", "train.checkpoint_every=-1"], "train.checkpoint_every must be ≥ 0 steps"),
-        (["--set", "schedule.warmup_epochs=-1"], "schedule.warmup_epochs must be in [0, train.epochs]"),
+        (["--set", "schedule.warmup_epochs=-1"], "schedule.warmup_epochs must be ≥ 0, got -1.0"),
+        (["--set", "schedule.warmup_epochs=99"], "schedule.warmup_epochs must be in [0, train.epochs], got 99.0"),
         (["--set", "data.lighting_std=-1"], "data.lighting_std must be ≥ 0, got -1.0"),
-        (["--set", "train.two_devices=cpu"], "train.two_devices must be two devices"),
+        (["--set", "train.two_devices=cpu"], "train.two_devices must be two of cpu, cuda, cuda:N, got ('cpu',)"),
     ],
 )
 def test_bad_config_values_are_refused_before_anything_is_written(store, tmp_path, capsys, args, message):
@@ -387,8 +390,8 @@ def test_a_file_name_that_is_not_utf8_is_listed_as_skipped(tmp_path):
         f.write(b"not an image")
     summary = prepare(tmp_path / "src", tmp_path / "store", workers=1, progress=False)
     assert summary.skipped == {"train": 1}
-    listed = (tmp_path / "store" / "train" / "skipped.txt").read_bytes()
-    assert listed.startswith(bad + b"\t")
+    [(path, reason)] = read_skipped(tmp_path / "store" / "train" / "skipped.jsonl")
+    assert os.fsencode(path) == bad and reason == "not an image Pillow can identify"
 
 
 def test_a_forced_rebuild_keeps_the_old_store_until_the_new_one_replaces_it(store, tmp_path, monkeypatch):
@@ -396,10 +399,8 @@ def test_a_forced_rebuild_keeps_the_old_store_until_the_new_one_replaces_it(stor
     shutil.copytree(store, out)
     stamp = (out / "store.json").read_bytes()
     src = Path(str(store).replace("/store", "/src"))
-    prep = sys.modules["alexnet.data.prepare"]  # the package exports a function of the same name
-
     with monkeypatch.context() as m:  # a rebuild that dies half-way leaves the old store as it was
-        m.setattr(prep, "_pca", lambda stats: (_ for _ in ()).throw(Killed()))
+        m.setattr(PixelStats, "pca", lambda stats: (_ for _ in ()).throw(Killed()))
         with pytest.raises(Killed):
             prepare(src, out, workers=1, progress=False, force=True)
     assert (out / "store.json").read_bytes() == stamp

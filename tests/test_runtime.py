@@ -54,9 +54,9 @@ def test_training_on_the_cpu_keeps_freed_memory(tmp_path, monkeypatch):
 def test_a_model_loaded_for_the_cpu_keeps_freed_memory(small_run, monkeypatch):
     # evaluate, predict and inspect run batch after batch through load_model: 24 → 18 s for
     # `alexnet evaluate` of the d2l run on Fashion-MNIST's test split (system time 11 → 0.9 s)
-    from alexnet.analysis import predict
+    from alexnet import loading
 
     calls = []
-    monkeypatch.setattr(predict, "keep_freed_cpu_memory", lambda: calls.append(1) or True)
-    predict.load_model(small_run / "run", device="cpu")
+    monkeypatch.setattr(loading, "keep_freed_cpu_memory", lambda: calls.append(1) or True)
+    loading.load_model(small_run / "run", device="cpu")
     assert calls == [1]

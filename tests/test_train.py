@@ -10,7 +10,7 @@ from conftest import cifar_slice
 from alexnet import AlexNetError, build_model
 from alexnet.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from alexnet.cli import main
-from alexnet.config import override, preset, resolve
+from alexnet.config import override, preset, resolve, to_dict
 from alexnet.data import prepare
 from alexnet.train import fit
 
@@ -181,7 +181,9 @@ def test_a_checkpoint_that_runs_code_is_refused(tmp_path, monkeypatch):
 def test_checkpoint_for_another_model_or_class_count(tmp_path):
     path = tmp_path / "c.pt"
     model = build_model("cifar10")
-    save_checkpoint(path, {"model": model.state_dict(), "arch": {"name": "cifar10", "num_classes": 10}})
+    record = {"config": to_dict(preset("cifar10")), "classes": [str(i) for i in range(10)], "crop": 28,
+              "normalization": {"kind": "channel", "mean": [0.5] * 3, "std": [0.5] * 3}}  # fmt: skip
+    save_checkpoint(path, {"model": model.state_dict(), "arch": {"name": "cifar10", "num_classes": 10}, **record})
     assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temporary file
     state = load_checkpoint(path)
     with pytest.raises(AlexNetError, match="trained for 10 classes, this model has 100"):

@@ -5,9 +5,9 @@ A checkpoint is a dict of tensors and plain Python values (no pickled objects), 
 any of it runs. Files are written to a temporary name in the same folder, fsynced and renamed, so
 a crash or a full disk leaves the previous checkpoint intact.
 
-Weights are always saved from the bare model in its one-device form: a two-tower run
-(``TwoTowerAlexNet``, §3.2) saves the grouped ``AlexNet("paper")``'s parameter names, so every
-checkpoint loads into ``build_model`` and ``alexnet evaluate``, and converts back on resume.
+Weights are always saved from the bare model (no DDP or compile wrapper), in the model's own
+``state_dict`` form: a two-tower run (``TwoTowerAlexNet``, §3.2) gives the grouped
+``AlexNet("paper")``'s parameter names, so every checkpoint loads into ``build_model``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,17 @@ from torch import nn
 
 from .errors import AlexNetError
 from .fileio import first_line, write_atomic
-from .models.registry import check_state_fits
-from .models.two_tower import TwoTowerAlexNet
+from .weights import check_state_fits
 
 CHECKPOINT_FORMAT = "alexnet-checkpoint"
 CHECKPOINT_VERSION = 1
+# What every checkpoint holds, with the type each must have (a file with our format tag but a
+# field missing or malformed is refused by name, not met as a KeyError later).
+REQUIRED = {"model": dict, "config": dict, "arch": dict, "classes": list, "normalization": dict, "crop": int}
+
+
+class NotACheckpoint(AlexNetError):
+    """A readable torch file that is not one of our checkpoints (a bare state_dict, say)."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -33,12 +39,16 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)  # torch.compile
 
 
-def model_state(model: nn.Module) -> dict:
-    """The weights to save: the bare model's state_dict, a two-tower model in its grouped form."""
+def model_arch(model: nn.Module) -> str:
+    """The architecture name a checkpoint records: a build_model name, or ``custom:<class>`` for a
+    module of the user's own (``fit(config, model=...)``)."""
     bare = unwrap(model)
-    if isinstance(bare, TwoTowerAlexNet):
-        return bare.to_grouped().state_dict()
-    return bare.state_dict()
+    return getattr(bare, "arch", None) or f"custom:{type(bare).__qualname__}"
+
+
+def model_state(model: nn.Module) -> dict:
+    """The weights to save: the bare model's state_dict."""
+    return unwrap(model).state_dict()
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -75,9 +85,12 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
+        reason = _unpickler_reason(str(exc))
+        if "global" not in reason.lower():  # not a pickle of objects at all: random bytes, say
+            raise AlexNetError(f"{path} is not a torch checkpoint (unreadable data: {reason})") from None
         raise AlexNetError(
             f"refused to load {path}: it holds pickled objects that could run code, not just "
-            f"weights ({first_line(exc)}); load only checkpoints you trust"
+            f"weights ({reason}); load only checkpoints you trust"
         ) from None
     except Exception as exc:  # truncated or not a torch file
         raise AlexNetError(
@@ -85,29 +98,42 @@ def load_checkpoint(
             f"({type(exc).__name__}: {first_line(exc)})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise AlexNetError(
+        raise NotACheckpoint(
             f"{path} is not an alexnet checkpoint (a bare state_dict? load it with "
             f"build_model(..., weights=PATH))"
         )
+    for key, kind in REQUIRED.items():
+        if not isinstance(state.get(key), kind):
+            what = "missing" if key not in state else "malformed"
+            raise AlexNetError(f"{path} is a damaged checkpoint: its {key!r} is {what}")
+    if not state["classes"] or not all(isinstance(c, str) for c in state["classes"]):
+        raise AlexNetError(f"{path} is a damaged checkpoint: 'classes' must be a list of names")
     return state
+
+
+def _unpickler_reason(message: str) -> str:
+    """The line of torch's weights_only refusal that says what it met (its first lines are advice)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip() or (
+                lines[i + 1] if i + 1 < len(lines) else ""
+            )
+            return rest[:160]
+    return (lines[0] if lines else "no message")[:160]
 
 
 def load_model_state(model: nn.Module, state: dict, path: str | Path = "checkpoint") -> None:
     """Load the checkpoint's weights into ``model``, naming any architecture or class-count mismatch."""
     target = unwrap(model)
     arch = state.get("arch", {})
-    if isinstance(target, TwoTowerAlexNet):  # the checkpoint holds the grouped form
-        grouped = target.to_grouped()
-        load_model_state(grouped, state, path)
-        target.load_grouped(grouped)
-        return
     own_classes = getattr(target, "num_classes", None)
-    if arch.get("num_classes") not in (None, own_classes):
+    if arch.get("num_classes") not in (None, own_classes) and own_classes is not None:
         raise AlexNetError(
             f"{path} was trained for {arch['num_classes']} classes, this model has {own_classes}"
         )
-    if arch.get("name") not in (None, getattr(target, "arch", None)):
-        raise AlexNetError(f"{path} holds a {arch['name']!r} model, not {getattr(target, 'arch', '?')!r}")
+    if arch.get("name") not in (None, model_arch(target)):
+        raise AlexNetError(f"{path} holds a {arch['name']!r} model, not {model_arch(target)!r}")
     check_state_fits(target, state["model"], path)
     target.load_state_dict(state["model"])
 

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from ._version import __version__
-from .errors import AlexNetError
+from .config import keys_table, preset_names
+from .errors import AlexNetError, Interrupted
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -49,11 +50,16 @@ def _parse_sets(items: list[str]) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import resolve
+    from .config import keys_table, preset
+    from .loading import resolve_run
     from .train import fit, resume_config
 
+    if args.list_keys:
+        print("\n".join(keys_table(preset(args.preset or "paper"))))
+        return 0
     sets = _parse_sets(args.set)
     flags = {
+        "model.weights": args.weights,
         "data.source": args.data,
         "train.epochs": args.epochs,
         "train.batch_size": args.batch_size,
@@ -72,7 +78,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.preset is None and args.config is None:
         config = resume_config(args.out, sets)  # continue the run as it was
     else:
-        config = resolve(args.preset or "paper", yaml_file=args.config, sets=sets)
+        if args.preset is None and args.config is None and not args.print_config:
+            print("alexnet: no --preset given: training with the paper recipe (the 2012 network at 227×227, "
+                  "§5's SGD, 90 epochs); --preset NAME picks another (alexnet train --help lists them)",
+                  file=sys.stderr)  # fmt: skip
+        config = resolve_run(args.preset or "paper", yaml_file=args.config, sets=sets)
     if args.print_config:
         import yaml
 
@@ -124,7 +134,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     counts = [sum(row) for row in result["confusion"]]
     print(f"  {'class':<{width}}  images  accuracy")
     for name, n, accuracy in zip(result["classes"], counts, result["per_class"], strict=True):
-        print(f"  {name:<{width}}  {n:6d}  {accuracy:7.2f} %")
+        shown = "      —" if accuracy is None else f"{accuracy:7.2f} %"
+        print(f"  {name:<{width}}  {n:6d}  {shown}")
     if args.json:
         keys = (
             "top1_error",
@@ -153,30 +164,48 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .analysis import image_files, load_model
+    from .data import open_data
+    from .data.decode import image_files
     from .fileio import check_writable_target, write_atomic
+    from .loading import load_model
 
     if args.json:
         check_writable_target(args.json)
+    if bool(args.images) == bool(args.data):
+        raise AlexNetError(
+            "give image files or folders, or --data SRC (its images), not both and not neither"
+        )
     loaded = load_model(args.checkpoint, device=args.device)
-    files = image_files(args.images)
-    print(f"{loaded.checkpoint} (epoch {loaded.epoch}), {len(files)} image(s)", file=sys.stderr)
     results, skipped = [], []
-    with tqdm(total=len(files), unit="img", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
-        for start in range(0, len(files), args.batch_size):
-            chunk = files[start : start + args.batch_size]
-            predictions, bad = loaded.predict(chunk, topk=args.topk, ten_crop=args.ten_crop)
-            results += predictions
-            skipped += bad
-            bar.update(len(chunk))
+    if args.data:
+        store = open_data(args.data)
+        split = store.split(args.split or ("test" if "test" in store.splits else next(iter(store.splits))))
+        print(f"{loaded.checkpoint} (epoch {loaded.epoch}), {args.data} {split.name}", file=sys.stderr)
+        results = loaded.predict_split(split, store.classes, limit=args.limit, topk=args.topk,
+                                       ten_crop=args.ten_crop, batch_size=args.batch_size)  # fmt: skip
+        files = results
+    else:
+        files = image_files(args.images)
+        print(f"{loaded.checkpoint} (epoch {loaded.epoch}), {len(files)} image(s)", file=sys.stderr)
+        with tqdm(total=len(files), unit="img", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+            for start in range(0, len(files), args.batch_size):
+                chunk = files[start : start + args.batch_size]
+                predictions, bad = loaded.predict(chunk, topk=args.topk, ten_crop=args.ten_crop)
+                results += predictions
+                skipped += bad
+                bar.update(len(chunk))
     for p in results:
-        print(f"{p.path}: " + ", ".join(f"{name} {100 * prob:.1f} %" for name, prob in p.top))
+        truth = f" [{p.truth}]" if p.truth else ""
+        print(f"{p.path}{truth}: " + ", ".join(f"{name} {100 * prob:.1f} %" for name, prob in p.top))
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if skipped:
         print(f"{len(skipped)} of {len(files)} file(s) skipped", file=sys.stderr)
     if args.json:
-        rows = [{"path": p.path, "top": [{"class": c, "probability": q} for c, q in p.top]} for p in results]
+        rows = [
+            {"path": p.path, "truth": p.truth, "top": [{"class": c, "probability": q} for c, q in p.top]}
+            for p in results
+        ]
         skipped_rows = [{"path": path, "reason": reason} for path, reason in skipped]
         write_atomic(args.json, json.dumps({"predictions": rows, "skipped": skipped_rows}, indent=1))
     if not results:
@@ -184,7 +213,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.figure:
         from .analysis.reports import prediction_figure
 
-        prediction_figure(loaded, results, args.figure)
+        prediction_figure(loaded, results, args.figure, store.split(split.name) if args.data else None)
         print(f"figure: {args.figure}", file=sys.stderr)
     return 0
 
@@ -192,9 +221,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_features(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .analysis import load_model
     from .analysis.reports import split_features
     from .data import open_data
+    from .loading import load_model
 
     loaded = load_model(args.checkpoint, device=args.device)
     store = open_data(args.data)
@@ -209,8 +238,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
 def _cmd_neighbors(args: argparse.Namespace) -> int:
     import json
 
-    from .analysis import load_model
     from .analysis.reports import neighbours
+    from .loading import load_model
 
     loaded = load_model(args.checkpoint, device=args.device)
     report = neighbours(loaded, args.data, args.query, k=args.k, layer=args.layer, figure=args.figure)
@@ -231,8 +260,8 @@ def _cmd_neighbors(args: argparse.Namespace) -> int:
 
 
 def _cmd_filters(args: argparse.Namespace) -> int:
-    from .analysis import load_model
     from .analysis.reports import filters
+    from .loading import load_model
 
     loaded = load_model(args.checkpoint, device="cpu")
     numbers = filters(loaded, args.out)
@@ -257,9 +286,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .analysis import load_model
     from .analysis.export import export
     from .data import open_data
+    from .loading import load_model
 
     loaded = load_model(args.checkpoint, device="cpu")
     check = None
@@ -275,6 +304,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         line += f"; max |logit difference| against PyTorch on {report['checked_images']} {images}: {diff:.2e}"
     print(line)
     return 0
+
+
+def field_help(key: str) -> str:
+    """A config field's choices or range and its use, as config.py declares them."""
+    line = next(line for line in keys_table() if line.startswith(key + " "))
+    return line.split("  ", 1)[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,8 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         default=None,
-        help="the recipe: paper, torchvision, d2l, figure1, cifar10 (paper unless --resume or --config)",
+        help=f"the recipe: {', '.join(preset_names())} (paper unless --resume or --config)",
     )
+    p.add_argument(
+        "--weights",
+        default=None,
+        metavar="W",
+        help="start from weights, with a new last layer for the data's classes: DEFAULT (torchvision's "
+        "ImageNet AlexNet), a torchvision weights name, a .pth, a run directory or checkpoint, a "
+        ".safetensors export; none: from scratch (model.weights)",
+    )
+    p.add_argument("--list-keys", action="store_true", help="every config key with its value, rule and use")
     p.add_argument(
         "--data", default=None, help="a prepared store, an ImageFolder root or a torchvision set name"
     )
@@ -340,8 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="a YAML file of config fields (applied before --set)")
     p.add_argument("--out", default=None, help="run directory (default runs/<preset>-<date>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default=None, help="auto, fp32, bf16 or fp16")
+    p.add_argument("--device", default=None, help=field_help("train.device"))
+    p.add_argument("--precision", default=None, help=field_help("train.precision"))
     p.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
@@ -370,7 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-k classes of image files with a trained model")
     p.add_argument("checkpoint", help="a checkpoint file, or a run directory (its best.pt, else last.pt)")
-    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and folders of them")
+    p.add_argument("images", nargs="*", metavar="IMAGE_OR_FOLDER", help="image files and folders of them")
+    p.add_argument(
+        "--data", default=None, help="instead of files: the images of a data set (with their labels)"
+    )
+    p.add_argument("--split", default=None, help="with --data: the split (default test, else the first)")
+    p.add_argument("--limit", type=int, default=None, help="with --data: this many images, evenly spaced")
     p.add_argument("--topk", type=int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--ten-crop", action="store_true", help="average the softmax of ten crops (§4.1)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the predictions as JSON")
@@ -415,7 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="ONNX, TorchScript or safetensors, checked against PyTorch")
     p.add_argument("checkpoint", help="a checkpoint file, or a run directory (its best.pt, else last.pt)")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=("onnx", "torchscript", "safetensors"),
+        help="onnx (checked with onnxruntime), torchscript, or safetensors (weights + how to build and feed "
+        "the model; build_model and --weights read it back)",
+    )
     p.add_argument("--out", required=True, help="the file to write")
     p.add_argument("--data", default=None, help="real images to check the export on (its test split)")
     p.add_argument("--check-images", type=int, default=16, help="how many (default 16)")
@@ -474,6 +529,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv  # the command as typed, for reports
     try:
         return args.func(args)
+    except Interrupted as exc:  # a checkpoint was saved: say where, exit as the signal would
+        print(f"alexnet: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except AlexNetError as exc:
         print(f"alexnet: error: {exc}", file=sys.stderr)
         return 2

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .analysis.predict import load_model
 from .checkpoint import check_classes
 from .data import StoreLoader, open_data
 from .errors import AlexNetError
+from .loading import load_model
 from .runtime import DistInfo, all_reduce_sum, autocast
 
 
@@ -68,9 +68,14 @@ def evaluate(
     all_reduce_sum(confusion, dist)
     model.train(was_training)
     loss_sum, top1, top5, count = totals.tolist()
+    if count == 0:  # no numbers to report: never a made-up 0 % error
+        raise AlexNetError("nothing to evaluate: the split has no images")
     matrix = confusion.view(num_classes, num_classes).cpu()
-    per_class = (matrix.diag().double() / matrix.sum(1).clamp_min(1).double() * 100).tolist()
-    count = max(count, 1.0)
+    shown = matrix.sum(1)
+    # a class with no image in the split has no accuracy (None), not 0 %
+    per_class = [
+        None if n == 0 else 100.0 * float(r) / float(n) for r, n in zip(matrix.diag(), shown, strict=True)
+    ]
     return {
         "loss": loss_sum / count,
         "top1_error": 100.0 * (1 - top1 / count),

@@ -9,8 +9,11 @@ the path and the cause.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
+import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -132,3 +135,57 @@ def check_writable_target(path: str | Path) -> Path:
     if path.is_dir():
         raise AlexNetError(f"cannot write {path}: it is a folder; give a file name")
     return path
+
+
+RENAME_EXCHANGE = 2  # renameat2 flag (Linux ≥ 3.15): swap two paths in one step
+AT_FDCWD = -100
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Put folder ``new`` at ``out``; an existing ``out`` stays whole until the new one replaces it.
+
+    A folder cannot be renamed over a non-empty one, so where ``out`` exists the two are swapped
+    in one step (renameat2 with RENAME_EXCHANGE) and the old one, now at ``new``, is removed.
+    Where that call is missing (not Linux, or an old C library) the old folder is moved aside
+    first, which leaves ``out`` absent for the moment between two renames.
+    """
+    if not out.exists():
+        os.replace(new, out)
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        swapped = libc.renameat2(AT_FDCWD, os.fsencode(new), AT_FDCWD, os.fsencode(out), RENAME_EXCHANGE) == 0
+    except (AttributeError, OSError):
+        swapped = False
+    if not swapped:
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(new, out)
+        new = old
+    shutil.rmtree(new, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path, waiting: str | None = None) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on ``lock_path`` for the block; when another process
+    holds it, say ``waiting`` (if given) once and wait for it. The kernel drops the lock when its
+    holder dies, so a killed process never leaves it held. (No-op where there is no fcntl.)"""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        yield
+        return
+    with reporting_write_errors(lock_path):
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if waiting:
+                print(waiting, file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock

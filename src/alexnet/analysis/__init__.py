@@ -1,5 +1,2 @@
-"""Using and looking inside a trained net: loading it back, predicting on image files."""
-
-from .predict import LoadedModel, Prediction, image_files, load_model
-
-__all__ = ["LoadedModel", "Prediction", "image_files", "load_model"]
+"""Looking inside a trained net and handing it on: features and neighbours (§6.1), filters (Fig. 3),
+predictions figures (Fig. 4), curves, and export. Models come back through ``alexnet.loading``."""

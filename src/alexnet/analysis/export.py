@@ -5,7 +5,6 @@ safetensors (the weights plus a JSON of the config, class names and preprocessin
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -15,31 +14,33 @@ import torch
 from ..config import to_dict
 from ..errors import AlexNetError
 from ..fileio import reporting_write_errors
-from .predict import LoadedModel
+from ..loading import LoadedModel
+from ..recipe import saved_normalization
+from ..weights import require, write_safetensors
 
 FORMATS = ("onnx", "torchscript", "safetensors")
-META_KEY = "alexnet"  # safetensors metadata entry holding the JSON
-MEAN_IMAGE_KEY = "_alexnet.mean_image"  # the per-pixel mean image travels as a tensor beside the weights
-
-
-def _require(module: str, extra: str):
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError:
-        raise AlexNetError(
-            f"this needs {module}: pip install 'alexnet[{extra}]' (or pip install {module})"
-        ) from None
 
 
 def metadata(loaded: LoadedModel) -> dict:
-    norm = loaded._state["normalization"]
+    """What a safetensors export records beside the weights: how to build the model (``build``,
+    read back by ``build_model``), its config, classes and preprocessing (the mean image, when
+    there is one, travels as a tensor)."""
+    p, model = loaded.preprocessing, loaded.model
+    norm = saved_normalization(p.normalization)
+    build = {"name": loaded.config.model.name, "num_classes": len(loaded.classes), "in_channels": p.channels,
+             "input_size": p.resize or p.crop, **loaded.config.model.switches()}  # fmt: skip
     return {
+        "build": {k: list(v) if isinstance(v, tuple) else v for k, v in build.items()},
         "config": to_dict(loaded.config),
-        "arch": loaded._state["arch"],
+        "arch": {
+            "name": getattr(model, "arch", loaded.config.model.name),
+            "num_classes": len(loaded.classes),
+            "in_channels": p.channels,
+        },
         "classes": loaded.classes,
-        "image_size": loaded.image_size,
-        "crop": int(loaded._state["crop"]),
-        "resize": loaded._state.get("resize"),
+        "image_size": p.image_size,
+        "crop": p.crop,
+        "resize": p.resize,
         "normalization": {k: v for k, v in norm.items() if k != "mean_image"},
     }
 
@@ -63,11 +64,9 @@ def export(loaded: LoadedModel, fmt: str, out: str | Path, check_images: torch.T
     report = {"format": fmt, "path": str(out), "checked_images": len(x)}
     with reporting_write_errors(out):
         if fmt == "safetensors":
-            st = _require("safetensors.torch", "export")
-            tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-            if loaded._state["normalization"]["kind"] == "mean_image":
-                tensors[MEAN_IMAGE_KEY] = loaded._state["normalization"]["mean_image"].float().contiguous()
-            st.save_file(tensors, str(out), metadata={META_KEY: json.dumps(metadata(loaded))})
+            mean = loaded.preprocessing.normalization.mean_image
+            extra = {"mean_image": mean} if mean is not None else {}
+            write_safetensors(out, model.state_dict(), extra, metadata(loaded))
             return report
         if fmt == "torchscript":
             with torch.no_grad(), warnings.catch_warnings():
@@ -80,8 +79,8 @@ def export(loaded: LoadedModel, fmt: str, out: str | Path, check_images: torch.T
                 )  # jit.load is deprecated; the format is not gone
                 got = torch.jit.load(str(out))(x).detach().numpy()
         else:
-            _require("onnx", "export")
-            ort = _require("onnxruntime", "export")
+            require("onnx", "export")
+            ort = require("onnxruntime", "export")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(model, (x[:1],), str(out), input_names=["images"], output_names=["logits"],
@@ -91,14 +90,3 @@ def export(loaded: LoadedModel, fmt: str, out: str | Path, check_images: torch.T
             got = session.run(None, {"images": x.numpy()})[0]
     report["max_abs_logit_difference"] = float(np.abs(got - expected).max())
     return report
-
-
-def read_safetensors(path: Path, *, tensors: bool = True) -> tuple[dict, dict]:
-    """(state_dict without our extra tensors, our metadata) of an exported safetensors file;
-    ``tensors=False`` reads the metadata alone."""
-    st = _require("safetensors", "export")
-    with st.safe_open(str(path), framework="pt") as f:
-        meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
-        keys = [k for k in f.keys() if not k.startswith("_alexnet.")] if tensors else []  # noqa: SIM118
-        state = {k: f.get_tensor(k) for k in keys}
-    return state, meta

@@ -20,8 +20,8 @@ from ..data import StoreLoader
 from ..data.store import Split
 from ..errors import AlexNetError
 from ..fileio import reporting_write_errors, write_atomic
+from ..loading import LoadedModel
 from ..runtime import autocast
-from .predict import LoadedModel
 
 DEFAULT_LAYER = (
     "fc7"  # §6.1: "the feature activations induced ... at the last, 4096-dimensional hidden layer"

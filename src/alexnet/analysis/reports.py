@@ -10,13 +10,14 @@ import numpy as np
 
 from ..checkpoint import check_classes
 from ..data import open_data
-from ..data.store import Store
+from ..data.decode import image_files
+from ..data.store import Split, Store
 from ..errors import AlexNetError
 from ..fileio import write_atomic
+from ..loading import LoadedModel
 from . import figures
 from .features import DEFAULT_LAYER, Features, extract, layer_activations, nearest
 from .filters import conv1_report, tile_layout
-from .predict import LoadedModel, image_files
 
 FIGURE_QUERIES = 8  # rows of the neighbours figure
 
@@ -120,11 +121,18 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> dict:
     return numbers
 
 
-def prediction_figure(loaded: LoadedModel, predictions, out: str | Path) -> None:
-    """Fig. 4 (left) for the first images: each with its top-5 bars, the true class (its folder's
-    name, when that is a class) in red."""
+def prediction_figure(loaded: LoadedModel, predictions, out: str | Path, split: Split | None = None) -> None:
+    """Fig. 4 (left) for the first images: each with its top-5 bars, the true class (known for a data
+    set's images; for a file, its folder's name when that is a class) in red."""
     shown = predictions[:FIGURE_QUERIES]
-    images, _, _ = loaded.load_images([p.path for p in shown])
-    truths = [Path(p.path).parent.name if Path(p.path).parent.name in loaded.classes else None for p in shown]
-    fig = figures.predictions_panel(list(images.numpy()), [p.top for p in shown], truths)
+    if split is not None:
+        images = np.stack([np.asarray(split.images[p.row]) for p in shown])
+        truths = [p.truth for p in shown]
+    else:
+        decoded, _, _ = loaded.load_images([p.path for p in shown])
+        images = decoded.numpy()
+        truths = [
+            Path(p.path).parent.name if Path(p.path).parent.name in loaded.classes else None for p in shown
+        ]
+    fig = figures.predictions_panel(list(images), [p.top for p in shown], truths)
     figures.save(fig, out)

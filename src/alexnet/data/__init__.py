@@ -2,7 +2,7 @@
 
 from .loader import StoreLoader
 from .open import open_data
-from .prepare import PrepareSummary, prepare
+from .prepare import PrepareSummary, prepare, prepare_dataset
 from .sources import TORCHVISION_SETS, resolve_source
 from .store import Split, Store, is_store, open_store
 from .transforms import (
@@ -38,6 +38,7 @@ __all__ = [
     "open_data",
     "open_store",
     "prepare",
+    "prepare_dataset",
     "resolve_source",
     "sample_crops",
     "ten_crop",

@@ -18,6 +18,7 @@ pool (the op releases the GIL), on CUDA one ``decode_jpeg(list, device="cuda")``
 from __future__ import annotations
 
 import io
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,6 +42,37 @@ def encode(images: np.ndarray, quality: int, pool: ThreadPoolExecutor | None = N
         return buffer.getvalue()
 
     return list(pool.map(one, images)) if pool is not None else [one(i) for i in images]
+
+
+class JpegWriter:
+    """Appends each chunk's images, JPEG-encoded on ``workers`` threads, to jpeg.bin; offsets.npy at
+    close. Pillow releases the GIL while it encodes, so threads suffice."""
+
+    def __init__(self, split_dir: Path, quality: int, workers: int) -> None:
+        self.dir, self.quality = split_dir, quality
+        self.file = open(split_dir / "jpeg.bin", "wb")  # noqa: SIM115 (closed in close())
+        self.pool = ThreadPoolExecutor(max(1, workers))
+        self.offsets = [0]
+
+    @property
+    def bytes(self) -> int:
+        return self.offsets[-1]
+
+    def add(self, images: np.ndarray) -> None:
+        self.add_encoded(encode(images, self.quality, self.pool))
+
+    def add_encoded(self, files: list[bytes]) -> None:
+        """JPEG files as they are (e.g. a data set already stored as JPEGs of the store's size)."""
+        for data in files:
+            self.file.write(data)
+            self.offsets.append(self.offsets[-1] + len(data))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        np.save(self.dir / "offsets.npy", np.asarray(self.offsets, dtype=np.int64))
 
 
 class JpegImages:
@@ -136,14 +168,3 @@ def _map(path: Path) -> np.ndarray:
     if path.stat().st_size == 0:
         return np.zeros(0, np.uint8)
     return np.memmap(path, dtype=np.uint8, mode="r")
-
-
-def batch_source(images) -> tuple[JpegImages, np.ndarray | None] | None:
-    """(the JPEG split, the row map of a subset or None) when ``images`` is JPEG-backed, else None."""
-    from .store import RowSubset
-
-    if isinstance(images, JpegImages):
-        return images, None
-    if isinstance(images, RowSubset) and isinstance(images.base, JpegImages):
-        return images.base, images.rows
-    return None

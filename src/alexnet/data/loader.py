@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from ..errors import AlexNetError
-from .jpeg import batch_source
-from .store import Split
+from .jpeg import JpegImages
+from .store import RowSubset, Split
 
 SEED_STRIDE = 1_000_003  # seeds for (seed, epoch) pairs: seed * stride + epoch, distinct for epoch < stride
 
@@ -27,6 +27,15 @@ def _dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def batch_source(images) -> tuple[JpegImages, np.ndarray | None] | None:
+    """(the JPEG split, the row map of a subset or None) when ``images`` is JPEG-backed, else None."""
+    if isinstance(images, JpegImages):
+        return images, None
+    if isinstance(images, RowSubset) and isinstance(images.base, JpegImages):
+        return images.base, images.rows
+    return None
 
 
 class StoreLoader:

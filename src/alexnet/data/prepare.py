@@ -4,10 +4,11 @@
 the training split also the per-pixel mean image (§2) and the eigenpairs of the 3×3 covariance of
 all RGB pixels (§4.1), accumulated chunk by chunk in float64, never holding all pixels.
 
-Inputs that cannot be used (empty, truncated, corrupt, not an image, over Pillow's
-decompression-bomb limit) are skipped, listed with their reason in ``<split>/skipped.txt`` and
-counted; convertible ones (grey, CMYK, RGBA, palette with transparency, 16-bit, EXIF-rotated) are
-converted to RGB.
+Inputs that cannot be used (empty, truncated, corrupt, not an image, a broken link, over
+Pillow's decompression-bomb limit) are skipped, listed with their reason in
+``<split>/skipped.jsonl`` and counted; convertible ones (grey, CMYK, RGBA, palette with
+transparency, 16-bit, EXIF-rotated) are converted to RGB. ``prepare_dataset`` makes a store from
+Python ``Dataset``s the same way.
 """
 
 from __future__ import annotations
@@ -21,23 +22,33 @@ import shutil
 import signal
 import sys
 import time
-import warnings
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+import torch
+from PIL import Image
+from tqdm import tqdm
 
 from ..errors import AlexNetError
-from ..fileio import first_line, reporting_write_errors
-from .jpeg import DEFAULT_QUALITY, encode
-from .sources import ArraySplit, FolderSplit, Source, resolve_source
-from .store import META_FILE, STORE_FORMAT, STORE_VERSION, is_store, open_store, shrink_rows
+from ..fileio import exclusive, first_line, replace_folder, reporting_write_errors
+from .decode import decode, resize_center_crop, square
+from .jpeg import DEFAULT_QUALITY, JpegWriter
+from .sources import ArraySplit, DatasetSplit, FolderSplit, Source, resolve_source
+from .stats import PixelStats, merge
+from .store import (
+    META_FILE,
+    SKIPPED_FILE,
+    STORE_FORMAT,
+    STORE_VERSION,
+    is_store,
+    open_store,
+    reserve,
+    shrink_rows,
+)
 
 DEFAULT_SIZE = 256  # §2: short side 256, central 256×256
-WHITE = (255, 255, 255)  # transparent pixels are shown over white, as a browser or viewer would
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 @dataclass(frozen=True)
@@ -81,107 +92,30 @@ class PrepareSummary:
         )
 
 
-# ---------------------------------------------------------------------------- decoding (in workers)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB: 16-bit scaled by 1/257, transparency composited over white."""
-    if image.mode in SIXTEEN_BIT_MODES:
-        values = np.asarray(image, dtype=np.int64)
-        grey = (np.clip(values, 0, 65535) // 257).astype(np.uint8)  # 0..65535 → 0..255
-        return Image.fromarray(grey).convert("RGB")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*WHITE, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """§2: short side to ``size`` (bilinear, antialiased), then the central size×size patch.
-
-    Rounding follows torchvision's Resize(size) and CenterCrop(size).
-    """
-    w, h = image.size
-    if (w, h) != (size, size):
-        new = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
-        if new != (w, h):
-            image = image.resize(new, Image.Resampling.BILINEAR)
-        w, h = image.size
-        top, left = round((h - size) / 2.0), round((w - size) / 2.0)
-        image = image.crop((left, top, left + size, top + size))
-    return image
-
-
-def decode(path: str | Path, size: int) -> np.ndarray | str:
-    """The image at ``path`` as uint8 [size, size, 3], or the reason it cannot be used."""
-    try:
-        if os.path.getsize(path) == 0:
-            return "empty file (0 bytes)"
-        with warnings.catch_warnings():
-            # Between 1× and 2× Pillow's limit Pillow only warns; treat it like the error above 2×.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if image.format == "JPEG":
-                    image.draft(image.mode, (size, size))  # decode at a reduced scale still ≥ size
-                image = ImageOps.exif_transpose(image)  # §2 wants the scene upright
-                image = to_rgb(image)
-                image = resize_center_crop(image, size)
-                return np.asarray(image, dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return f"larger than Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,} pixels"
-    except UnidentifiedImageError:
-        return "not an image Pillow can identify"
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
-        return f"cannot be decoded ({first_line(exc)[:120]})"
-
-
 @dataclass
 class _Chunk:
     images: np.ndarray  # uint8 [k, S, S, C]
     labels: list[int]
     skipped: list[tuple[str, str]]
-    stats: _Stats | None
-
-
-@dataclass
-class _Stats:
-    """Running sums for the mean image and the RGB covariance, float64."""
-
-    image_sum: np.ndarray  # [S, S, C], sum of images in 0–255 units
-    pixel_sum: np.ndarray  # [C], sum of pixels in [0, 1]
-    pixel_outer: np.ndarray  # [C, C], sum of x xᵀ over pixels in [0, 1]
-    images: int = 0
-    pixels: int = 0
-
-    @classmethod
-    def of(cls, images: np.ndarray) -> _Stats:
-        channels = images.shape[-1]
-        x = images.reshape(-1, channels).astype(np.float64) / 255.0
-        return cls(images.sum(axis=0, dtype=np.float64), x.sum(axis=0), x.T @ x, len(images), len(x))
-
-    def add(self, other: _Stats) -> None:
-        self.image_sum += other.image_sum
-        self.pixel_sum += other.pixel_sum
-        self.pixel_outer += other.pixel_outer
-        self.images += other.images
-        self.pixels += other.pixels
+    stats: PixelStats | None
 
 
 def _decode_chunk(job: tuple[list[str], list[int], int, bool]) -> _Chunk:
     paths, labels, size, with_stats = job
     images, kept, skipped = [], [], []
     for path, label in zip(paths, labels, strict=True):
-        result = decode(path, size)
+        result = (
+            "a broken symbolic link"
+            if os.path.islink(path) and not os.path.exists(path)
+            else decode(path, size)
+        )
         if isinstance(result, str):
             skipped.append((path, result))
         else:
             images.append(result)
             kept.append(label)
     array = np.stack(images) if images else np.empty((0, size, size, 3), np.uint8)
-    return _Chunk(array, kept, skipped, _Stats.of(array) if with_stats and images else None)
+    return _Chunk(array, kept, skipped, PixelStats.of(array) if with_stats and images else None)
 
 
 # ---------------------------------------------------------------------------- the store
@@ -193,6 +127,9 @@ def _auto_size(source: Source) -> int:
     if isinstance(split, ArraySplit):
         side = min(split.images.shape[1:3])
         return side if side < DEFAULT_SIZE else DEFAULT_SIZE
+    if isinstance(split, DatasetSplit):
+        image = _dataset_image(split.dataset[0][0], 0)
+        return min(image.size) if max(image.size) < DEFAULT_SIZE else DEFAULT_SIZE
     for path in split.files[:16]:
         try:
             with Image.open(path) as image:
@@ -204,32 +141,48 @@ def _auto_size(source: Source) -> int:
 
 
 def _check_out(
-    out: Path, source: Source, size: int | None, force: bool, image_format: str = "raw"
+    out: Path,
+    source: Source,
+    size: int | None,
+    force: bool,
+    image_format: str = "raw",
+    rebuild_stale: bool = False,
 ) -> PrepareSummary | None:
+    """A summary of the store already at ``out`` when it can be reused; None when one is to be built."""
     if out.exists() and not out.is_dir():
         raise AlexNetError(f"{out} exists and is a file; choose another output folder")
     if is_store(out):
         try:
             store = open_store(out)
         except AlexNetError as exc:
-            if force:
+            if force or rebuild_stale:
                 return None
             raise AlexNetError(f"{out} holds a damaged store ({exc}); pass --force to rebuild it") from None
-        same = (
-            store.meta.get("source") == source.description
-            and (size is None or store.size == size)
-            and store.meta.get("image_format", "raw") == image_format
-        )
-        if not force:
-            if not same:
-                raise AlexNetError(
-                    f"{out} already holds a store of {store.meta.get('source')} at {store.size}×"
-                    f"{store.size}; pass --force to rebuild it, or choose another output folder"
-                )
+        if force:
+            return None
+        same_source = store.meta.get("source") == source.description
+        same_build = (size is None or store.size == size) and store.meta.get(
+            "image_format", "raw"
+        ) == image_format
+        current = source.fingerprint is not None and store.meta.get("fingerprint") == source.fingerprint
+        if same_source and same_build and current:
             counts = {name: len(s) for name, s in store.splits.items()}
             skipped = {name: info.get("skipped", 0) for name, info in store.meta["splits"].items()}
             return PrepareSummary(out, store.size, counts, skipped, 0.0, reused=True)
-    elif out.is_dir() and any(out.iterdir()):
+        if same_source and same_build and rebuild_stale:
+            print(f"{source.description} changed since {out} was prepared from it: preparing it again",
+                  file=sys.stderr)  # fmt: skip
+            return None
+        if same_source and same_build:
+            raise AlexNetError(
+                f"{out} holds a store of an earlier state of {source.description} (files were added, removed "
+                f"or changed since); pass --force to rebuild it"
+            )
+        raise AlexNetError(
+            f"{out} already holds a store of {store.meta.get('source')} at {store.size}×"
+            f"{store.size}; pass --force to rebuild it, or choose another output folder"
+        )
+    if out.is_dir() and any(out.iterdir()):
         raise AlexNetError(
             f"{out} exists and is not an alexnet store; choose another (or an empty) output folder"
         )
@@ -247,13 +200,19 @@ def prepare(
     cache_dir: Path | None = None,
     image_format: str = "raw",
     quality: int = DEFAULT_QUALITY,
+    rebuild_stale: bool = False,
 ) -> PrepareSummary:
     """Prepare ``source`` into a store at ``out`` (see :mod:`alexnet.data.store` for the format).
 
     ``size`` defaults to 256, or to the images' own size when they are smaller (CIFAR stays 32×32).
-    A complete store already at ``out`` for the same source is reused unless ``force``.
-    ``image_format="jpeg"`` encodes each resized image once at ``quality`` (:mod:`alexnet.data.jpeg`);
-    the mean image and the PCA are computed from the pixels before encoding.
+    A complete store already at ``out`` for the same source, unchanged since (its fingerprint), is
+    reused unless ``force``; a store of the source in an earlier state is refused, or rebuilt with
+    ``rebuild_stale`` (a first-use cache). ``image_format="jpeg"`` encodes each resized image once at
+    ``quality`` (:mod:`alexnet.data.jpeg`); the mean image and the PCA are computed from the pixels
+    before encoding.
+
+    Two prepares of one ``out`` never mix: the second waits for the first (a lock beside ``out``)
+    and then reuses its store, or builds its own in place of it.
     """
     if image_format not in ("raw", "jpeg"):
         raise AlexNetError(f"--format must be raw or jpeg, got {image_format!r}")
@@ -263,18 +222,116 @@ def prepare(
     out = Path(out)
     if size is not None and size < 1:
         raise AlexNetError(f"--size must be a positive number of pixels, got {size}")
-    reused = _check_out(out, src, size, force, image_format)
-    if reused is not None:
-        return reused
-    size = size or _auto_size(src)
-    workers = max(1, workers or os.cpu_count() or 1)
-    started = time.perf_counter()
-    partial = out.parent / f".{out.name}.partial"
-    with reporting_write_errors(out):
-        shutil.rmtree(partial, ignore_errors=True)  # what an interrupted run left
-        partial.mkdir(parents=True)
-        encoding = (image_format, quality)
-        return _build(src, out, partial, size, workers, progress, started, encoding)
+    with exclusive(
+        out.parent / f".{out.name}.lock", waiting=f"waiting for another prepare of {out} to finish"
+    ):
+        reused = _check_out(out, src, size, force, image_format, rebuild_stale)
+        if reused is not None:
+            return reused
+        size = size or _auto_size(src)
+        workers = max(1, workers or os.cpu_count() or 1)
+        started = time.perf_counter()
+        partial = out.parent / f".{out.name}.partial"
+        with reporting_write_errors(out):
+            shutil.rmtree(partial, ignore_errors=True)  # what an interrupted run left (the lock is ours)
+            partial.mkdir(parents=True)
+            encoding = (image_format, quality)
+            return _build(src, out, partial, size, workers, progress, started, encoding)
+
+
+def prepare_dataset(
+    dataset,
+    out: str | Path,
+    *,
+    classes: list[str] | tuple[str, ...] | None = None,
+    size: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+    image_format: str = "raw",
+    quality: int = DEFAULT_QUALITY,
+) -> PrepareSummary:
+    """A store from map-style ``torch.utils.data.Dataset``s of (image, label) pairs, so that
+    training, resume, evaluation and the rest work on data you hold in Python.
+
+    ``dataset``: one Dataset (the train split) or a dict of them by split name
+    (``{"train": ..., "test": ...}``). An image is a PIL image, a uint8 tensor [C, H, W] or [H, W]
+    (torchvision's layout), or a uint8 numpy array [H, W, C] or [H, W]; it is prepared as
+    ``alexnet prepare`` prepares a file (§2: short side to ``size``, central square). A label is an
+    int in 0..len(classes)−1. ``classes``: the class names in label order (default: the Dataset's
+    ``classes`` attribute, or its underlying one for a ``Subset``). Items that cannot be used are
+    skipped and listed, as broken files are.
+    """
+    datasets = dict(dataset) if isinstance(dataset, Mapping) else {"train": dataset}
+    if not datasets:
+        raise AlexNetError("prepare_dataset needs at least one Dataset")
+    first = next(iter(datasets.values()))
+    classes = (
+        classes
+        or getattr(first, "classes", None)
+        or getattr(getattr(first, "dataset", None), "classes", None)
+    )
+    if not classes:
+        raise AlexNetError("prepare_dataset needs classes=[...]: the class names of labels 0, 1, 2, …")
+    for name, ds in datasets.items():
+        if not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
+            raise AlexNetError(
+                f"split {name!r}: a map-style Dataset (with __len__ and __getitem__) is needed"
+            )
+        if len(ds) == 0:
+            raise AlexNetError(f"split {name!r}: the Dataset is empty")
+    names = tuple(str(c) for c in classes)
+    splits = {name: DatasetSplit(ds) for name, ds in datasets.items()}
+    source = Source(f"dataset:{type(first).__name__}", splits, names, names, None)
+    return prepare(source, out, size=size, force=force, progress=progress, image_format=image_format,
+                   quality=quality, workers=1)  # fmt: skip
+
+
+def _dataset_image(item, index: int) -> Image.Image:
+    """A Dataset's image as a Pillow image (see ``prepare_dataset`` for what it may be)."""
+    if isinstance(item, Image.Image):
+        return item
+    if isinstance(item, torch.Tensor):
+        if item.dtype != torch.uint8:
+            raise ValueError(f"a {item.dtype} tensor; give uint8 pixels (0–255)")
+        array = item.numpy()
+        if array.ndim == 3:  # torchvision's [C, H, W]
+            array = array.transpose(1, 2, 0)
+    elif isinstance(item, np.ndarray):
+        array = item
+        if array.dtype != np.uint8:
+            raise ValueError(f"a {array.dtype} array; give uint8 pixels (0–255)")
+    else:
+        raise ValueError(f"a {type(item).__name__}, not a PIL image, tensor or array")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
+        raise ValueError(f"pixels of shape {tuple(item.shape)}, not [H, W], [H, W, 3] or [C, H, W]")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _dataset_chunks(split: DatasetSplit, size: int, channels: int, classes: int, with_stats: bool):
+    """The items of a Dataset, read in order in this process (a Dataset need not be picklable)."""
+    per_chunk = max(8, min(512, (1 << 21) // (size * size * 3)))
+    for start in range(0, len(split.dataset), per_chunk):
+        images, labels, skipped = [], [], []
+        for i in range(start, min(start + per_chunk, len(split.dataset))):
+            item = split.dataset[i]
+            try:
+                image, label = item[0], int(item[1])
+                if not 0 <= label < classes:
+                    raise ValueError(f"label {label} outside 0..{classes - 1}")
+                images.append(square(_dataset_image(image, i), size, channels))
+                labels.append(label)
+            except (TypeError, ValueError, IndexError, OSError) as exc:
+                skipped.append((f"item {i}", first_line(exc)[:160]))
+        array = np.stack(images) if images else np.empty((0, size, size, channels), np.uint8)
+        yield _Chunk(array, labels, skipped, PixelStats.of(array) if with_stats and images else None)
+
+
+def _dataset_channels(split: DatasetSplit) -> int:
+    """1 for grey images (Fashion-MNIST, MNIST), else 3."""
+    image = _dataset_image(split.dataset[0][0], 0)
+    return 1 if image.mode in ("L", "1", "I", "I;16", "F") else 3
 
 
 def _build(
@@ -287,11 +344,11 @@ def _build(
     started: float,
     encoding: tuple[str, int] = ("raw", DEFAULT_QUALITY),
 ) -> PrepareSummary:
-
     meta: dict = {
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
         "source": src.description,
+        "fingerprint": src.fingerprint,
         "size": size,
         "classes": list(src.classes),
         "class_ids": list(src.class_ids),
@@ -306,7 +363,9 @@ def _build(
         for name, split in src.splits.items():
             split_dir = partial / name
             split_dir.mkdir()
-            stats = _write_split(split, split_dir, size, workers, name == "train", bar, encoding)
+            stats = _write_split(
+                split, split_dir, size, workers, name == "train", bar, encoding, len(src.classes)
+            )
             count, n_skipped, channels = stats.pop("count"), stats.pop("skipped"), stats.pop("channels")
             meta["channels"] = channels
             meta["splits"][name] = {"count": count, "skipped": n_skipped}
@@ -315,7 +374,7 @@ def _build(
             if "pca" in stats:
                 meta["pca"] = stats["pca"]
             counts[name], skipped[name] = count, n_skipped
-            skipped_files[name] = out / name / "skipped.txt"
+            skipped_files[name] = out / name / SKIPPED_FILE
         (partial / META_FILE).write_text(json.dumps(meta, indent=1))
     except BaseException:
         bar.close()
@@ -330,62 +389,36 @@ def _build(
     )  # fmt: skip
 
 
-RENAME_EXCHANGE = 2  # renameat2 flag (Linux ≥ 3.15): swap two paths in one step
-AT_FDCWD = -100
-
-
-def replace_folder(new: Path, out: Path) -> None:
-    """Put folder ``new`` at ``out``; an existing ``out`` stays whole until the new one replaces it.
-
-    A folder cannot be renamed over a non-empty one, so where ``out`` exists the two are swapped
-    in one step (renameat2 with RENAME_EXCHANGE) and the old one, now at ``new``, is removed.
-    Where that call is missing (not Linux, or an old C library) the old folder is moved aside
-    first, which leaves ``out`` absent for the moment between two renames.
-    """
-    if not out.exists():
-        os.replace(new, out)
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        swapped = libc.renameat2(AT_FDCWD, os.fsencode(new), AT_FDCWD, os.fsencode(out), RENAME_EXCHANGE) == 0
-    except (AttributeError, OSError):
-        swapped = False
-    if not swapped:
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(new, out)
-        new = old
-    shutil.rmtree(new, ignore_errors=True)
-
-
 def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="img", desc="prepare", disable=not enabled or not sys.stderr.isatty())
 
 
 def _write_split(
-    split, split_dir: Path, size: int, workers: int, with_stats: bool, bar, encoding=("raw", DEFAULT_QUALITY)
-) -> dict:
+    split, split_dir: Path, size: int, workers: int, with_stats: bool, bar, encoding=("raw", DEFAULT_QUALITY),
+    classes: int = 0,
+) -> dict:  # fmt: skip
     if isinstance(split, ArraySplit):
         chunks = _array_chunks(split, size, with_stats)
         channels = split.images.shape[-1]
         capacity = len(split.labels)
+    elif isinstance(split, DatasetSplit):
+        channels = _dataset_channels(split)
+        chunks = _dataset_chunks(split, size, channels, classes, with_stats)
+        capacity = len(split.dataset)
     else:
         chunks = _folder_chunks(split, size, workers, with_stats)
         channels = 3
         capacity = len(split.files)
-    writer = _JpegWriter(split_dir, encoding[1], workers) if encoding[0] == "jpeg" else None
+    writer = JpegWriter(split_dir, encoding[1], workers) if encoding[0] == "jpeg" else None
     path = split_dir / "images.npy"
     if writer is None:
         images = np.lib.format.open_memmap(
             path, mode="w+", dtype=np.uint8, shape=(capacity, size, size, channels)
         )
-        _reserve(path)
+        reserve(path)
     labels: list[int] = []
     skipped: list[tuple[str, str]] = []
-    stats: _Stats | None = None
+    stats: PixelStats | None = None
     for chunk in chunks:
         if writer is None:
             images[len(labels) : len(labels) + len(chunk.labels)] = chunk.images
@@ -393,11 +426,7 @@ def _write_split(
             writer.add(chunk.images)
         labels += chunk.labels
         skipped += chunk.skipped
-        if chunk.stats is not None:
-            if stats is None:
-                stats = chunk.stats
-            else:
-                stats.add(chunk.stats)
+        stats = merge(stats, chunk.stats)
         bar.update(len(chunk.labels) + len(chunk.skipped))
     if writer is None:
         images.flush()
@@ -414,65 +443,28 @@ def _write_split(
     if writer is None and len(labels) < capacity:
         shrink_rows(path, len(labels))
     np.save(split_dir / "labels.npy", np.asarray(labels, dtype=np.int64))
-    # File names need not be UTF-8 (os.fsdecode keeps undecodable bytes as surrogates): write them
-    # back as their original bytes.
-    (split_dir / "skipped.txt").write_bytes(
-        b"".join(os.fsencode(p) + f"\t{r}\n".encode() for p, r in skipped)
-    )
+    write_skipped(split_dir / SKIPPED_FILE, skipped)
     result = {"count": len(labels), "skipped": len(skipped), "channels": channels}
     if writer is not None:
         result["bytes"] = writer.bytes
     if with_stats and stats is not None:
-        np.save(split_dir / "mean.npy", (stats.image_sum / stats.images).astype(np.float32))
+        np.save(split_dir / "mean.npy", stats.mean_image())
         if channels == 3:
-            result["pca"] = _pca(stats)
+            result["pca"] = stats.pca()
     return result
 
 
-class _JpegWriter:
-    """Appends each chunk's images, JPEG-encoded on ``workers`` threads, to jpeg.bin; offsets.npy at
-    close. Pillow releases the GIL while it encodes, so threads suffice."""
-
-    def __init__(self, split_dir: Path, quality: int, workers: int) -> None:
-        self.dir, self.quality = split_dir, quality
-        self.file = open(split_dir / "jpeg.bin", "wb")  # noqa: SIM115 (closed in close())
-        self.pool = ThreadPoolExecutor(max(1, workers))
-        self.offsets = [0]
-
-    @property
-    def bytes(self) -> int:
-        return self.offsets[-1]
-
-    def add(self, images: np.ndarray) -> None:
-        for data in encode(images, self.quality, self.pool):
-            self.file.write(data)
-            self.offsets.append(self.offsets[-1] + len(data))
-
-    def close(self) -> None:
-        self.pool.shutdown()
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        np.save(self.dir / "offsets.npy", np.asarray(self.offsets, dtype=np.int64))
+def write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
+    """One JSON object per line, {"path": …, "reason": …}: any name (a TAB, a newline) reads back
+    exactly. A name that is not UTF-8 keeps its bytes as \\udcXX escapes (Python's surrogateescape:
+    ``os.fsencode(path)`` gives the original bytes back)."""
+    path.write_text("".join(json.dumps({"path": p, "reason": r}) + "\n" for p, r in skipped))
 
 
-def _reserve(path: Path) -> None:
-    """Allocate the memory-mapped file's blocks now: on a full disk that fails here with ENOSPC,
-    where writing into a sparse mapping would kill the process with SIGBUS."""
-    if hasattr(os, "posix_fallocate"):
-        with open(path, "r+b") as f:
-            os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
-
-
-def _pca(stats: _Stats) -> dict:
-    """§4.1: eigenpairs of the covariance of all training RGB pixels (pixels in [0, 1])."""
-    mean = stats.pixel_sum / stats.pixels
-    cov = stats.pixel_outer / stats.pixels - np.outer(mean, mean)
-    eigvals, eigvecs = np.linalg.eigh(cov)
-    order = np.argsort(eigvals)[::-1]
-    eigvals, eigvecs = eigvals[order], eigvecs[:, order]
-    eigvecs *= np.where(eigvecs[0] > 0, -1.0, 1.0)  # the sign of PAPER.md's constants (red component < 0)
-    return {"eigvals": eigvals.tolist(), "eigvecs": eigvecs.tolist(), "pixel_mean": mean.tolist()}
+def read_skipped(path: Path) -> list[tuple[str, str]]:
+    """What ``write_skipped`` wrote: (path, reason) pairs."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(row["path"], row["reason"]) for row in rows]
 
 
 def _folder_chunks(split: FolderSplit, size: int, workers: int, with_stats: bool):
@@ -518,4 +510,4 @@ def _array_chunks(split: ArraySplit, size: int, with_stats: bool):
                 ]
             )
         labels = split.labels[i : i + per_chunk].tolist()
-        yield _Chunk(np.ascontiguousarray(block), labels, [], _Stats.of(block) if with_stats else None)
+        yield _Chunk(np.ascontiguousarray(block), labels, [], PixelStats.of(block) if with_stats else None)

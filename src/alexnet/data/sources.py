@@ -12,11 +12,11 @@ import numpy as np
 
 from ..errors import AlexNetError
 from ..fileio import first_line
+from .decode import IMAGE_EXTENSIONS
+from .samples import SAMPLES, sample_store_path
+from .store import open_store
 
 SPLIT_NAMES = ("train", "val", "test")
-# Files with these endings count as images when checking that a class folder is not empty; every
-# file in a class folder is still tried, and the ones that do not decode are skipped and listed.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 WNID = re.compile(r"^n\d{8}$")
 # torchvision data sets by name: (class in torchvision.datasets, the files a user can supply offline)
 TORCHVISION_SETS = {
@@ -45,13 +45,29 @@ class ArraySplit:
 
 
 @dataclass(frozen=True)
+class DatasetSplit:
+    """One split held by a map-style ``torch.utils.data.Dataset`` of (image, label) pairs."""
+
+    dataset: object
+
+    @property
+    def labels(self) -> range:  # what the progress bar counts: one per item
+        return range(len(self.dataset))
+
+
+@dataclass(frozen=True)
 class Source:
-    """A data set before preparation: its splits, class folder ids and human-readable class names."""
+    """A data set before preparation: its splits, class folder ids and human-readable class names.
+
+    ``fingerprint`` identifies its content (every file's name, size and modification time, or the
+    arrays' bytes): a store prepared from it is reused only while the fingerprint is the same.
+    """
 
     description: str
-    splits: dict[str, FolderSplit | ArraySplit]
+    splits: dict[str, FolderSplit | ArraySplit | DatasetSplit]
     class_ids: tuple[str, ...]
     classes: tuple[str, ...]
+    fingerprint: str | None = None
 
 
 def default_cache_dir() -> Path:
@@ -77,14 +93,33 @@ def class_names(class_ids: tuple[str, ...]) -> tuple[str, ...]:
     return class_ids
 
 
+def _visible_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` (symbolic links included, dangling ones too: they are tried and
+    listed as skipped), leaving out hidden files and everything inside hidden folders
+    (``.ipynb_checkpoints``, ``.DS_Store``), as the class folders themselves are."""
+    out = []
+    for p in folder.rglob("*"):
+        if any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        if p.is_file() or (p.is_symlink() and not p.exists()):
+            out.append(p)
+    return sorted(out)
+
+
 def _scan_split(root: Path) -> tuple[FolderSplit, tuple[str, ...]]:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise AlexNetError(f"{root} has no class folders; expected {root}/<class>/<image files>")
+    split_dirs = {(root.parent / name).resolve() for name in SPLIT_NAMES} | {root.resolve()}
+    looped = [p for p in class_dirs if p.is_symlink() and p.resolve() in split_dirs]
+    if looped:
+        raise AlexNetError(
+            f"{looped[0]} is a link to a split folder ({looped[0].resolve()}), not a class; remove it"
+        )
     files: list[Path] = []
     labels: list[int] = []
     for label, class_dir in enumerate(class_dirs):
-        entries = sorted(p for p in class_dir.rglob("*") if p.is_file())
+        entries = _visible_files(class_dir)
         if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entries):
             raise AlexNetError(
                 f"class folder {class_dir} has no images ({', '.join(IMAGE_EXTENSIONS)}); "
@@ -119,7 +154,31 @@ def folder_source(root: Path) -> Source:
         ids = split_ids
         splits[name] = split
     assert ids is not None
-    return Source(str(root.resolve()), splits, ids, class_names(ids))
+    return Source(str(root.resolve()), splits, ids, class_names(ids), _folder_fingerprint(root, splits))
+
+
+def _folder_fingerprint(root: Path, splits: dict) -> str:
+    """What identifies a folder's content without reading it: each file's path, size and time."""
+    digest = hashlib.sha256()
+    for split in splits.values():
+        for path in split.files:
+            try:
+                st = path.stat()
+                stamp = f"{st.st_size}:{st.st_mtime_ns}"
+            except OSError:  # a dangling link: its target's name is what there is
+                stamp = "missing"
+            digest.update(f"{os.fsencode(path.relative_to(root)).hex()}\t{stamp}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def array_fingerprint(splits: dict) -> str:
+    """The fingerprint of in-memory splits: their images' and labels' bytes."""
+    digest = hashlib.sha256()
+    for name, split in splits.items():
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(split.images).data)
+        digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).data)
+    return digest.hexdigest()[:16]
 
 
 def torchvision_source(name: str, cache_dir: Path | None = None, download: bool = True) -> Source:
@@ -147,7 +206,7 @@ def torchvision_source(name: str, cache_dir: Path | None = None, download: bool 
             images = images[..., None]
         splits[split] = ArraySplit(images, np.asarray(ds.targets, dtype=np.int64))
         classes = tuple(ds.classes)
-    return Source(f"torchvision:{name}", splits, classes, classes)
+    return Source(f"torchvision:{name}", splits, classes, classes, array_fingerprint(splits))
 
 
 def _remove_empty_folders(root: Path) -> None:
@@ -159,16 +218,27 @@ def _remove_empty_folders(root: Path) -> None:
     root.rmdir()
 
 
+def sample_source(name: str) -> Source:
+    """A sample the package ships (e.g. cifar10-sample), as a source: its decoded images."""
+    store = open_store(sample_store_path(name))
+    splits = {n: ArraySplit(np.asarray(s.images), np.asarray(s.labels)) for n, s in store.splits.items()}
+    classes = tuple(store.classes)
+    return Source(f"alexnet:{name}", splits, classes, classes, array_fingerprint(splits))
+
+
 def resolve_source(spec: str | Path, cache_dir: Path | None = None) -> Source:
-    """``spec`` is a torchvision set name (cifar10, cifar100, mnist, fashion-mnist) or an ImageFolder root."""
+    """``spec`` is a torchvision set name (cifar10, cifar100, mnist, fashion-mnist), a sample the
+    package ships (cifar10-sample) or an ImageFolder root."""
     text = str(spec)
     if text in TORCHVISION_SETS and not Path(text).exists():
         return torchvision_source(text, cache_dir)
+    if text in SAMPLES and not Path(text).exists():
+        return sample_source(text)
     path = Path(text).expanduser()
     if not path.exists():
         raise AlexNetError(
             f"{path} does not exist; give an ImageFolder root, a prepared store, "
-            f"or one of {', '.join(TORCHVISION_SETS)}"
+            f"one of {', '.join(TORCHVISION_SETS)}, or {', '.join(SAMPLES)} (shipped with the package)"
         )
     return folder_source(path)
 

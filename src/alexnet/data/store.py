@@ -7,7 +7,7 @@ Layout (all arrays are numpy ``.npy`` files, opened memory-mapped)::
                                 pixels scaled to [0, 1] as in PAPER.md §2)
     OUT/<split>/images.npy      uint8 [N, size, size, C], row i is image i (RGB, or C=1 for grey sets)
     OUT/<split>/labels.npy      int64 [N]
-    OUT/<split>/skipped.txt     one "path<TAB>reason" line per input that could not be used
+    OUT/<split>/skipped.jsonl   one {"path": …, "reason": …} line per input that could not be used
     OUT/train/mean.npy          float32 [size, size, C], the per-pixel mean image in 0–255 units (§2)
 
 A ``--format jpeg`` store (store.json ``"image_format": "jpeg"``) keeps each split's images as
@@ -21,16 +21,19 @@ and renames it), so a store that opens is a whole store.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import AlexNetError
+from .jpeg import JpegImages
 
 STORE_FORMAT = "alexnet-store"
 STORE_VERSION = 1
 META_FILE = "store.json"
+SKIPPED_FILE = "skipped.jsonl"
 
 
 class RowSubset:
@@ -83,6 +86,21 @@ class Split:
             return self
         return self.subset(np.unique(np.round(np.linspace(0, len(self) - 1, limit)).astype(np.int64)))
 
+    def first_per_class(self, limit: int | None) -> Split:
+        """At most ``limit`` images of each class: the first ones, in store order."""
+        if limit is None:
+            return self
+        rows = np.concatenate([np.flatnonzero(self.labels == c)[:limit] for c in np.unique(self.labels)])
+        return self if len(rows) == len(self) else self.subset(np.sort(rows))
+
+    def relabelled(self, keep: list[int]) -> Split:
+        """The images of the classes ``keep`` (old labels), labelled by their position in ``keep``."""
+        mapping = np.full(int(self.labels.max(initial=-1)) + 1 if len(self) else 0, -1, np.int64)
+        valid = [c for c in keep if c < len(mapping)]
+        mapping[valid] = [keep.index(c) for c in valid]
+        rows = np.flatnonzero(np.isin(self.labels, keep))
+        return Split(self.name, RowSubset(self.images, rows), mapping[np.asarray(self.labels[rows])])
+
     def hold_out(self, fraction: float, seed: int) -> tuple[Split, Split]:
         """(the rest, a held-out ``fraction``): stratified (each class gives its share, at least one
         image of a class with two or more) and drawn from ``seed`` alone."""
@@ -117,6 +135,20 @@ class Store:
     @property
     def channels(self) -> int:
         return int(self.meta["channels"])
+
+    def select(self, classes: tuple[str, ...] | list[str]) -> Store:
+        """The store seen with only ``classes``, labelled 0..k−1 in that order (the mean image and
+        the PCA stay those of the whole training split)."""
+        unknown = [c for c in classes if c not in self.classes]
+        if unknown:
+            raise AlexNetError(
+                f"data.classes: {self.root} has no class {', '.join(map(repr, unknown[:3]))}; "
+                f"it has {', '.join(self.classes[:12])}{' …' if len(self.classes) > 12 else ''}"
+            )
+        keep = [self.classes.index(c) for c in classes]
+        meta = {**self.meta, "classes": list(classes)}
+        splits = {name: split.relabelled(keep) for name, split in self.splits.items()}
+        return Store(self.root, meta, splits, self.mean, self.eigvals, self.eigvecs)
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
@@ -171,8 +203,6 @@ def open_store(path: str | Path) -> Store:
     jpeg = meta.get("image_format", "raw") == "jpeg"
     for name, info in meta["splits"].items():
         if jpeg:
-            from .jpeg import JpegImages
-
             images = JpegImages(root / name, meta["size"], meta["channels"])
         else:
             images = _load(root / name / "images.npy", mmap=True)
@@ -206,6 +236,14 @@ def _load(path: Path, mmap: bool) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise AlexNetError(f"{path} cannot be read ({exc}); prepare the store again") from None
+
+
+def reserve(path: Path) -> None:
+    """Allocate a memory-mapped file's blocks now: on a full disk that fails here with ENOSPC,
+    where writing into a sparse mapping would kill the process with SIGBUS."""
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
 
 
 def shrink_rows(path: Path, rows: int) -> None:

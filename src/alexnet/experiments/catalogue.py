@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import AlexNetError
-from .framework import Experiment
 from .reproductions import compare, sweep
+from .spec import Experiment
 from .studies import ablate, init, relu_tanh, towers
 
 # name → (builder, the options it takes, the line of --list)

@@ -12,80 +12,23 @@ import contextlib
 import io
 import json
 import platform
-import re
 import statistics
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, config_differences, resolve
+from ..config import RunConfig, config_differences
 from ..errors import AlexNetError, DivergedError
+from ..evaluate import evaluate_checkpoint
 from ..fileio import write_atomic
+from ..loading import resolve_run
 from ..runtime import cpu_flags
 from ..train import fit
 from ..train.run_dir import RunDir
+from .report import report_markdown
+from .spec import Experiment, Variant, slug
 from .stats import crossing, difference_interval, mean_std, verdict
-
-
-@dataclass(frozen=True)
-class Metric:
-    key: str  # a key of each run's record (see ``run_record``)
-    label: str  # column title
-    digits: int = 2
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    sets: Mapping[str, str] = field(default_factory=dict)  # config overrides against the base recipe
-    claim: str = ""  # the paper's statement, shown beside the measurement
-    claimed: float | None = None  # the paper's difference to the baseline in the primary metric
-    at_least: bool = False  # the claim is a lower bound ("> 1 %")
-    sign_only: bool = False  # the claim has a direction but no size (``claimed`` gives the sign)
-    # An evaluation-time change (e.g. centre crop instead of ten crops): the baseline's own final
-    # models evaluated again with these evaluate_checkpoint arguments, compared seed by seed.
-    reevaluate: Mapping[str, object] | None = None
-
-
-@dataclass(frozen=True)
-class Tune:
-    """A short grid per variant before the seeds run (Fig. 1: each net's own learning rate)."""
-
-    key: str  # the config key tuned, e.g. optim.lr
-    values: tuple[str, ...]
-    epochs: int
-    metric: str  # the run-record key minimised on seed 0
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str
-    title: str
-    preset: str
-    variants: tuple[Variant, ...]  # the first is the baseline
-    primary: Metric
-    metrics: tuple[Metric, ...] = ()  # more columns of the table
-    sets: Mapping[str, str] = field(default_factory=dict)  # the study's changes to the preset
-    epochs: int = 10
-    seeds: int = 3
-    target: tuple[str, float] | None = None  # (history key, value): epochs until it is first reached
-    tune: Tune | None = None
-    notes: tuple[str, ...] = ()  # what the report must say about the setup
-    per_run: Callable[[Path], dict] | None = None  # more numbers of a finished run, from its files
-    # (results, OUT) → (more results, markdown lines); may write figures into OUT
-    analyse: Callable[[dict, Path], tuple[dict, list[str]]] | None = None
-    # (results, OUT) → markdown lines naming the PNGs it wrote
-    figures: Callable[[dict, Path], list[str]] | None = None
-
-    @property
-    def baseline(self) -> Variant:
-        return self.variants[0]
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9.=-]+", "-", text.lower()).strip("-")
 
 
 def run_config(
@@ -100,7 +43,7 @@ def run_config(
     # the budget first: an epochs sweep's variants set their own
     values = {"train.epochs": str(epochs), **experiment.sets, **variant.sets, **(sets or {})}
     values.update({"data.source": data, "train.seed": str(seed), "train.out": str(out)})
-    return resolve(experiment.preset, sets=values)
+    return resolve_run(experiment.preset, sets=values)
 
 
 def train_or_resume(config: RunConfig, progress: bool | None) -> str:
@@ -305,8 +248,6 @@ def _tune(experiment: Experiment, data: str, out: Path, sets: dict, progress, sa
 def _reevaluate(
     experiment: Experiment, variant: Variant, data: str, out: Path, base: list[dict], say
 ) -> list[dict]:
-    from ..evaluate import evaluate_checkpoint
-
     records = []
     for record in base:
         path = out / "runs" / slug(variant.name) / f"seed{record['seed']}.json"
@@ -400,6 +341,4 @@ def write_outputs(experiment: Experiment, results: dict, out: Path) -> None:
         results["analysis"] = extra
     write_atomic(out / "results.json", json.dumps(results, indent=1))
     figure_lines = experiment.figures(results, out) if experiment.figures else []
-    from .report import report_markdown
-
     write_atomic(out / "report.md", report_markdown(experiment, results, extra_lines, figure_lines))

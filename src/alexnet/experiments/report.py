@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .framework import Experiment
+from .spec import Experiment
 
 
 def _cell(summary: dict, digits: int) -> str:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..analysis import figures
 from ..errors import AlexNetError
 from ..models.registry import MODEL_DESCRIPTIONS, is_torchvision_classifier
-from .framework import Experiment, Metric, Variant
+from .spec import Experiment, Metric, Variant
 from .studies import MACS, PARAMS, model_cost
 
 TEST_ACCURACY = Metric("test_accuracy", "test accuracy %")
@@ -39,8 +40,6 @@ NOTES = (
 
 
 def _curves_figure(results: dict, out: Path) -> list[str]:
-    from ..analysis import figures
-
     curves: dict[str, list[dict]] = {}
     for r in results["runs"]:
         label = r["variant"] if results["seeds"] == 1 else f"{r['variant']} (seed {r['seed']})"

@@ -7,11 +7,20 @@ difference is in points of the primary metric, variant minus baseline.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import torch
+
+from ..analysis import figures
+from ..analysis.filters import conv1_report
 from ..errors import AlexNetError
+from ..loading import load_model
+from ..models.summary import summarize
+from ..recipe import build_for_run
 from ..train.run_dir import RunDir
-from .framework import Experiment, Metric, Tune, Variant
+from .init_signal import signal_at_init
+from .spec import Experiment, Metric, Tune, Variant
 from .stats import permutation_p, ratio_interval
 
 TEST_ERROR = Metric("test_top1_error", "test top-1 error %")
@@ -22,11 +31,6 @@ TRAIN_ERROR = Metric("train_top1_error", "train error % (last epoch)")
 
 def model_cost(root: Path) -> dict:
     """Parameters and multiply-adds per image of a run's model, built from its config.yaml."""
-    import json
-
-    from ..models.summary import summarize
-    from ..recipe import build_for_run
-
     config = RunDir(root, writer=False).saved_config()
     info = json.loads((root / "run.json").read_text())
     channels = 1 if config.model.name == "d2l" else 3
@@ -95,7 +99,6 @@ def _relu_tanh_ratio(results: dict, out: Path) -> tuple[dict, list[str]]:
 
 
 def _relu_tanh_figure(results: dict, out: Path) -> list[str]:
-    from ..analysis import figures
 
     curves = {
         (r["variant"], r["seed"]): [(h["epoch"], h["train_top1_error"]) for h in r["history"]]
@@ -175,7 +178,6 @@ def ablate() -> Experiment:
 
 
 def _ablate_figure(results: dict, out: Path) -> list[str]:
-    from ..analysis import figures
 
     rows = [(v["name"], v["summary"]["test_top1_error"]["values"]) for v in results["variants"]]
     figures.save(figures.variant_dots(rows, "test top-1 error (%)"), out / "test_error.png")
@@ -227,9 +229,6 @@ def towers() -> Experiment:
 
 
 def _tower_scores(root: Path) -> dict:
-    from ..analysis.filters import conv1_report
-    from ..analysis.predict import load_model
-
     loaded = load_model(RunDir(root, writer=False).last, device="cpu")
     report = conv1_report(loaded.model)
     if report.towers != 2 or report.scores is None:
@@ -247,10 +246,6 @@ def _tower_scores(root: Path) -> dict:
 def _conv1_change(loaded, trained) -> float:
     """||W − W₀|| / ||W₀|| of conv1: how far training moved it from its initial weights, which the
     run's seed rebuilds exactly (fit seeds torch with train.seed just before it builds the model)."""
-    import torch
-
-    from ..recipe import build_for_run
-
     torch.manual_seed(loaded.config.train.seed)
     initial = (
         build_for_run(loaded.config, len(loaded.classes), loaded.channels).layer("conv1").weight.detach()
@@ -284,12 +279,6 @@ def _towers_summary(results: dict, out: Path) -> tuple[dict, list[str]]:
 
 
 def _towers_figures(results: dict, out: Path) -> list[str]:
-    import torch
-
-    from ..analysis import figures
-    from ..analysis.filters import conv1_report
-    from ..analysis.predict import load_model
-
     lines = []
     for r in results["runs"]:
         path = RunDir(out / r["run_dir"], writer=False).last
@@ -356,8 +345,6 @@ def init() -> Experiment:
 
 
 def _init_signal(results: dict, out: Path) -> tuple[dict, list[str]]:
-    from .init_signal import signal_at_init
-
     signals = [signal_at_init(results["data"], name) for name in ("paper", "caffe", "torch", "kaiming")]
     lines = [
         "## Signal at initialisation",
@@ -375,7 +362,6 @@ def _init_signal(results: dict, out: Path) -> tuple[dict, list[str]]:
 
 
 def _init_figures(results: dict, out: Path) -> list[str]:
-    from ..analysis import figures
 
     runs = {f"{r['variant']} (seed {r['seed']})": r["history"] for r in results["runs"] if r["history"]}
     figures.save(figures.training_curves(runs), out / "curves.png")

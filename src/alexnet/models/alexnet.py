@@ -28,6 +28,26 @@ LRN_LAYERS = ("conv1", "conv2")  # §3.3: after the ReLU of conv1 and conv2, bef
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 POOLS = {"overlapping": (3, 2), "non-overlapping": (2, 2)}  # §3.4: (window, stride)
 INITS = ("paper", "caffe", "torch", "kaiming", "xavier")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "elu", "leaky_relu", "identity")
+
+# The rule of each numeric or list switch, written once: the models check their arguments with it,
+# and the run configuration (config.py) checks its model fields with the same entry.
+SWITCH_RULES = {
+    "dropout": (lambda p: 0.0 <= p < 1.0, "a probability in [0, 1)"),
+    "groups": (lambda g: g in (1, 2), "1 or 2 (the paper's two towers, §3.2)"),
+    "widths": (
+        lambda w: len(w) == 5 and all(int(c) >= 1 for c in w),
+        "five positive channel counts (conv1..conv5)",
+    ),
+    "drop_layers": (lambda names: set(names) <= DROPPABLE_LAYERS, "any of conv3, conv4, conv5 (§7)"),
+}
+
+
+def check_switch(name: str, value) -> None:
+    """Raise naming the switch and its rule (``SWITCH_RULES``) unless ``value`` keeps it."""
+    ok, allowed = SWITCH_RULES[name]
+    if not ok(value):
+        raise AlexNetError(f"{name} must be {allowed}, got {value!r}")
 
 
 def make_activation(name: str) -> nn.Module:
@@ -41,8 +61,8 @@ def make_activation(name: str) -> nn.Module:
         "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
         "identity": nn.Identity,
     }
-    if name not in factories:
-        raise AlexNetError(f"unknown activation {name!r}; choose one of {', '.join(factories)}")
+    if name not in ACTIVATIONS:
+        raise AlexNetError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
     return factories[name]()
 
 
@@ -211,10 +231,7 @@ class AlexNet(nn.Module):
             raise AlexNetError(f"unknown AlexNet arch {arch!r}; choose one of {', '.join(ARCHS)}")
         spec = ARCHS[arch]
         if widths is not None:
-            if len(widths) != 5 or any(int(w) < 1 for w in widths):
-                raise AlexNetError(
-                    f"widths must be five positive channel counts (conv1..conv5), got {widths}"
-                )
+            check_switch("widths", tuple(widths))
             spec = dataclasses.replace(spec, widths=tuple(int(w) for w in widths))
         num_classes = spec.num_classes if num_classes is None else num_classes
         in_channels = spec.in_channels if in_channels is None else in_channels
@@ -223,19 +240,13 @@ class AlexNet(nn.Module):
         init = spec.init if init is None else init
         input_size = spec.input_size if input_size is None else input_size
         _check_positive(num_classes=num_classes, in_channels=in_channels, input_size=input_size)
-        if groups not in (1, 2):
-            raise AlexNetError(f"groups must be 1 or 2 (the paper's two towers, §3.2), got {groups}")
+        check_switch("groups", groups)
         if pool not in POOLS:
             raise AlexNetError(
                 f"unknown pool {pool!r}; choose overlapping (3/2, §3.4) or non-overlapping (2/2)"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise AlexNetError(f"dropout must be a probability in [0, 1), got {dropout}")
-        unknown = set(drop_layers) - DROPPABLE_LAYERS
-        if unknown:
-            raise AlexNetError(
-                f"drop_layers may name conv3, conv4, conv5 (§7), not {', '.join(sorted(unknown))}"
-            )
+        check_switch("dropout", dropout)
+        check_switch("drop_layers", tuple(drop_layers))
         if init not in INITS:
             raise AlexNetError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
 

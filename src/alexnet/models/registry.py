@@ -5,11 +5,16 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..errors import AlexNetError
-from ..fileio import first_line
+from ..weights import (
+    check_state_fits,
+    pretrained_state,
+    read_safetensors,
+    read_state_file,
+    torchvision_weights,
+)
 from .alexnet import AlexNet
 from .small import Figure1Net
 
@@ -29,7 +34,7 @@ def list_models() -> list[str]:
 
 def torchvision_classifiers() -> list[str]:
     """torchvision's image classification models by name (resnet18, vgg11, googlenet, …)."""
-    import torchvision.models
+    import torchvision.models  # here, not at the top: it takes ~2 s, and most commands never need it
 
     return torchvision.models.list_models(module=torchvision.models)
 
@@ -44,7 +49,7 @@ def build_torchvision_classifier(name: str, *, num_classes: int = 1000, in_chann
     Auxiliary heads (GoogLeNet, Inception v3) are switched off: the model returns one tensor of
     logits, trained with the one loss; torchvision's reference scripts train these two the same way.
     """
-    import torchvision.models
+    import torchvision.models  # see torchvision_classifiers
 
     switches.pop("input_size", None)  # torchvision's classifiers take any input size they can pool
     if switches:
@@ -66,8 +71,11 @@ def build_torchvision_classifier(name: str, *, num_classes: int = 1000, in_chann
 def build_model(name: str, *, weights: str | Path | None = None, **switches) -> nn.Module:
     """Build a model by name with switches (see :class:`AlexNet` and :class:`Figure1Net`).
 
-    ``weights`` loads a state_dict file (e.g. torchvision's ``alexnet-owt-7be5be79.pth``) with
-    ``weights_only=True`` and ``strict=True``.
+    ``weights`` loads weights strictly, every tensor with its exact shape: torchvision's published
+    ones by name (``"DEFAULT"`` or ``"IMAGENET1K_V1"``, for ``build_model("torchvision")``, through
+    torchvision's weights API and cache), a state_dict file (e.g. torchvision's
+    ``alexnet-owt-7be5be79.pth``, loaded with ``weights_only=True``), or an ``alexnet export
+    --format safetensors`` file, which also records how its model was built.
     """
     if name not in MODEL_DESCRIPTIONS:
         if weights is None and is_torchvision_classifier(name):
@@ -83,108 +91,41 @@ def build_model(name: str, *, weights: str | Path | None = None, **switches) -> 
         raise AlexNetError(
             f"model {name!r} takes no switch {', '.join(unknown)}; it takes {', '.join(sorted(accepted))}"
         )
-    if isinstance(weights, str) and weights in PRETRAINED:
+    named = (
+        torchvision_weights(str(weights)) if isinstance(weights, str) and not Path(weights).exists() else None
+    )
+    if named is not None:
         if name != "torchvision":
             raise AlexNetError(f"weights={weights!r} are torchvision's, for build_model('torchvision'); "
                                f"{name!r} has no published weights")  # fmt: skip
         model = AlexNet(name, **switches)
-        state = pretrained_state(weights)
-        check_state_fits(model, state, f"torchvision's {weights} weights")
-        model.load_state_dict(state)
+        load_state(model, pretrained_state(named), f"torchvision's {named}")
         return model
-    exported = _exported_switches(weights)
-    switches = {**exported, **switches}  # a safetensors export knows how its model was built
+    switches = {**_exported_switches(weights, name), **switches}  # an export knows how it was built
     model = factory(**switches) if name == "figure1" else AlexNet(name, **switches)
     if weights is not None:
         load_weights(model, weights)
     return model
 
 
-# torchvision's names for its AlexNet weights (the only published ones: the "one weird trick" net)
-PRETRAINED = ("DEFAULT", "IMAGENET1K_V1")
-
-
-def pretrained_state(name: str = "DEFAULT") -> dict:
-    """torchvision's AlexNet weights through its own API: downloaded once into $TORCH_HOME's hub
-    cache (default ~/.cache/torch/hub/checkpoints), loaded from there afterwards, also offline."""
-    import torch.hub
-    from torchvision.models import AlexNet_Weights
-
-    weights = AlexNet_Weights[name] if name != "DEFAULT" else AlexNet_Weights.DEFAULT
-    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    try:
-        return weights.get_state_dict(progress=False, weights_only=True)
-    except Exception as exc:  # offline: URLError; a damaged cached file: a load error
-        raise AlexNetError(
-            f"cannot get torchvision's AlexNet weights ({first_line(exc)[:120]}); without a network, "
-            f"put {Path(weights.url).name} (from {weights.url}) at {file}"
-        ) from None
-
-
-def _exported_switches(weights) -> dict:
+def _exported_switches(weights, name: str) -> dict:
     """The switches recorded in an ``alexnet export --format safetensors`` file (else none)."""
     if weights is None or Path(weights).suffix != ".safetensors" or not Path(weights).is_file():
         return {}
-    # imported here: analysis and config import the models package, which must load first
-    from ..analysis.export import read_safetensors
-
-    _, meta = read_safetensors(Path(weights), tensors=False)
-    if not meta:
-        return {}
-    from ..config import from_dict
-
-    config = from_dict(meta["config"])
-    side = config.data.resize or config.data.crop
-    arch = {
-        "num_classes": len(meta["classes"]),
-        "in_channels": meta["arch"]["in_channels"],
-        "input_size": side,
-    }
-    return {**arch, **config.model.switches()}
+    _, _, meta = read_safetensors(Path(weights), tensors=False)
+    build = dict(meta.get("build") or {})
+    if build and build.pop("name", name) != name:
+        raise AlexNetError(f"{weights} holds a {meta['build']['name']!r} model, not {name!r}")
+    return build
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a state_dict file into ``model`` strictly; bare dicts and {"state_dict"|"model": …} both work."""
-    path = Path(path)
-    if not path.is_file():
-        raise AlexNetError(f"weights file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise AlexNetError(f"weights file {path} is empty (0 bytes); download or copy it again")
-    if path.suffix == ".safetensors":
-        from ..analysis.export import read_safetensors
-
-        state, _ = read_safetensors(path)
-        check_state_fits(model, state, path)
-        model.load_state_dict(state)
-        return
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, … for bad files
-        raise AlexNetError(
-            f"{path} is not a loadable weights file ({type(exc).__name__}: {first_line(exc)})"
-        ) from None
-    if isinstance(state, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict):
-        raise AlexNetError(f"{path} holds a {type(state).__name__}, not a state_dict")
-    check_state_fits(model, state, path)
+def load_state(model: nn.Module, state: dict, source: str | Path) -> None:
+    """Load ``state`` into ``model`` strictly, naming every tensor that differs when it does not fit."""
+    check_state_fits(model, state, source)
     model.load_state_dict(state)
 
 
-def check_state_fits(model: nn.Module, state: dict, source: str | Path) -> None:
-    """Raise, naming the first difference, unless ``state`` has exactly ``model``'s keys and shapes."""
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise AlexNetError(
-            f"{source} does not fit this model: missing {missing[:4]}, unexpected {unexpected[:4]}"
-        )
-    for key, value in state.items():
-        if tuple(own[key].shape) != tuple(value.shape):
-            raise AlexNetError(
-                f"{source}: {key} has shape {tuple(value.shape)} but the model expects "
-                f"{tuple(own[key].shape)} (another architecture or number of classes?)"
-            )
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state_dict file into ``model`` strictly; bare dicts, {"state_dict"|"model": …} and our
+    safetensors exports all work."""
+    load_state(model, read_state_file(path), path)

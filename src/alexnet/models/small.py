@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import AlexNetError
-from .alexnet import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, POOLS, make_activation
+from .alexnet import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, POOLS, check_switch, make_activation
 from .lrn import LocalResponseNorm
 
 FIGURE1_WIDTHS = (32, 32, 64)
@@ -41,8 +41,7 @@ class Figure1Net(nn.Module):
             )
         if len(widths) != 3 or any(int(w) < 1 for w in widths):
             raise AlexNetError(f"figure1 widths must be three positive channel counts, got {widths}")
-        if not 0.0 <= dropout < 1.0:
-            raise AlexNetError(f"dropout must be a probability in [0, 1), got {dropout}")
+        check_switch("dropout", dropout)
         if num_classes < 1 or in_channels < 1:
             raise AlexNetError(
                 f"num_classes and in_channels must be positive, got {num_classes}, {in_channels}"

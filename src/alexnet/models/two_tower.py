@@ -3,7 +3,8 @@
 Each tower holds half the kernels of every layer. Activations cross between the devices only into
 conv3 (which reads both towers' conv2 maps) and into the fully connected layers fc6, fc7 and fc8.
 On one device this network is exactly ``AlexNet("paper")`` with ``groups=2``: ``from_grouped`` and
-``to_grouped`` move weights between the two forms.
+``to_grouped`` move weights between the two forms, and ``state_dict``/``load_state_dict`` speak
+the grouped form's names, so a two-tower run's checkpoint is an ordinary paper-net checkpoint.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class TwoTowerAlexNet(nn.Module):
         if len(devices) != 2:
             raise AlexNetError(f"TwoTowerAlexNet needs two devices, got {list(devices)}")
         self.devices = (torch.device(devices[0]), torch.device(devices[1]))
-        self.num_classes = num_classes
+        # what checkpoints record and check, as for the grouped net this one converts to
+        self.arch, self.num_classes, self.in_channels = "paper", num_classes, 3
         self.tower_a = _Tower(dropout)
         self.tower_b = _Tower(dropout)
         self.fc8 = nn.Linear(HIDDEN, num_classes)
@@ -113,6 +115,21 @@ class TwoTowerAlexNet(nn.Module):
             model.layer("fc8").weight.copy_(self.fc8.weight.cpu())
             model.layer("fc8").bias.copy_(self.fc8.bias.cpu())
         return model
+
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        """The grouped ``AlexNet("paper")``'s state_dict (its parameter names, on the CPU)."""
+        state = self.to_grouped().state_dict(prefix=prefix)
+        if destination is None:
+            return state
+        destination.update(state)
+        return destination
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load a grouped ``AlexNet("paper")`` state_dict (what ``state_dict`` gives) into the towers."""
+        grouped = AlexNet("paper", num_classes=self.num_classes, dropout=self.tower_a.dropout.p, init="torch")
+        result = grouped.load_state_dict(state_dict, strict=strict)
+        self.load_grouped(grouped)
+        return result
 
     def forward(self, x: Tensor) -> Tensor:
         da, db = self.devices

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,15 +27,23 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._version import __version__
-from ..checkpoint import check_classes, load_checkpoint, load_model_state, model_state
+from ..checkpoint import check_classes, load_checkpoint, load_model_state, model_arch, model_state
 from ..config import RunConfig, override, to_dict
 from ..data import StoreLoader, open_data
 from ..data.store import Split, Store
-from ..data.transforms import TrainTransform
-from ..errors import AlexNetError, DivergedError
+from ..data.transforms import Normalization, TrainTransform
+from ..errors import AlexNetError, DivergedError, Interrupted
 from ..evaluate import evaluate
-from ..models import TwoTowerAlexNet
-from ..recipe import Transforms, build_for_run, build_transforms
+from ..loading import NO_WEIGHTS, load_pretrained, read_weights
+from ..recipe import (
+    Transforms,
+    build_for_run,
+    build_transforms,
+    crop_warning,
+    freeze,
+    normalization_from,
+    place_model,
+)
 from ..runtime import (
     DistInfo,
     all_reduce_sum,
@@ -73,14 +83,25 @@ def resume_config(run_dir: str | Path, sets: dict | None = None) -> RunConfig:
     return override(saved, {**(sets or {}), "train.out": str(run_dir)})
 
 
-def fit(config: RunConfig, *, resume: bool = False, progress: bool | None = None) -> RunResult:
+def fit(
+    config: RunConfig, *, resume: bool = False, progress: bool | None = None, model: nn.Module | None = None
+) -> RunResult:
     """Train ``config`` to the end, or on from where its run directory stopped (``resume``).
 
     With ``resume`` the config must be the run's own (``resume_config``), up to the fields
     ``config.RESUME_MAY_CHANGE`` lists; a run killed before its first checkpoint starts afresh.
+
+    ``model``: a module of your own to train instead of the config's (its ``forward`` takes the
+    recipe's input batch [B, C, crop, crop] and returns [B, classes] logits); checkpoints hold its
+    state_dict, and a resume takes a module of the same class. Ctrl-C (SIGINT) or SIGTERM saves
+    a checkpoint at the next step and stops with ``Interrupted``; ``resume`` continues from it.
     """
     if config.data.source is None:
         raise AlexNetError("no data: pass --data (a store, an ImageFolder root or a torchvision set name)")
+    if model is not None and config.train.two_devices:
+        raise AlexNetError(
+            "train.two_devices splits the paper net; it does not apply to a module of your own"
+        )
     device = resolve_device(config.train.device)
     if device.type == "cpu":  # each step's activations reuse the last step's pages
         keep_freed_cpu_memory()
@@ -88,13 +109,39 @@ def fit(config: RunConfig, *, resume: bool = False, progress: bool | None = None
     with distributed(device.type == "cuda") as dist, _restoring_determinism(deterministic):
         if dist.enabled and device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
+        store = _open_store(config, dist)  # a missing or unusable data set stops here, before --out exists
         with RunDir(config.train.out or default_run_dir(config), writer=dist.is_main) as run:
             resume = _check_run_dir(run, config, resume, dist)
-            trainer = Trainer.build(config, run, device, dist, progress)
+            trainer = Trainer.build(config, run, device, dist, progress, store, resume, model)
             try:
-                return trainer.train(resume)
+                with _stop_requests(enabled=not dist.enabled) as stop:
+                    trainer.stop = stop
+                    return trainer.train(resume)
             finally:
                 trainer.log.close()
+
+
+@contextlib.contextmanager
+def _stop_requests(enabled: bool):
+    """SIGINT and SIGTERM ask the loop to stop at its next step (after saving) instead of killing it
+    mid-write; a second Ctrl-C stops at once. Only in the main thread of a single process (under
+    torchrun every rank would have to agree on the step)."""
+    requested: list[int] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextlib.contextmanager
@@ -112,8 +159,13 @@ def _check_run_dir(run: RunDir, config: RunConfig, resume: bool, dist: DistInfo)
         raise AlexNetError(
             "train.two_devices splits one model over two devices; do not combine it with torchrun"
         )
+    if run.best.is_file() and not run.last.is_file():
+        raise AlexNetError(
+            f"{run.root} holds checkpoints/best.pt but no last.pt, so the run cannot be resumed and a new "
+            f"one would overwrite best.pt; move best.pt away (or delete it) or choose another --out"
+        )
     if not resume:
-        if run.has_checkpoint():
+        if run.has_checkpoint() or run.holds_a_run():
             raise AlexNetError(
                 f"{run.root} already holds a run; pass --resume to continue it or choose another --out"
             )
@@ -148,7 +200,7 @@ class Splits:
 def choose_splits(config: RunConfig, store: Store) -> Splits:
     """Train, validation and final-evaluation splits; test validates only when named (data.val_split)."""
     d = config.data
-    train = store.split(d.train_split)
+    train = store.split(d.train_split).first_per_class(d.limit_per_class)
     if d.val_split:
         val = store.split(d.val_split)
     elif "val" in store.splits:
@@ -157,7 +209,17 @@ def choose_splits(config: RunConfig, store: Store) -> Splits:
         train, val = train.hold_out(d.holdout, d.holdout_seed)
     final = store.split("test") if "test" in store.splits else val
     limit = d.limit_val
-    return Splits(train.evenly_spaced(d.limit_train), val.evenly_spaced(limit), final.evenly_spaced(limit))
+    splits = Splits(train.evenly_spaced(d.limit_train), val.evenly_spaced(limit), final.evenly_spaced(limit))
+    for role, split in (("training", splits.train), ("validation", splits.val), ("final", splits.final)):
+        if len(split) == 0:
+            hint = (
+                "each class needs at least two training images to hold one out; add images or give a "
+                "val/ split"
+                if role == "validation" and not d.val_split and "val" not in store.splits
+                else "check the data and data.limit_* / data.classes"
+            )
+            raise AlexNetError(f"the {role} split ({split.name}) of {store.root} has no images; {hint}")
+    return splits
 
 
 @dataclass
@@ -186,17 +248,40 @@ class Trainer:
     epoch: int = 0
     step: int = 0  # optimiser steps since the start of the run
     partial: list[float] | None = None  # the running sums of an epoch a checkpoint cut
+    notes: list[str] = field(default_factory=list)  # lines for the log once it starts
+    stop: list[int] = field(default_factory=list)  # signals asking the loop to save and stop
 
     @classmethod
-    def build(cls, config: RunConfig, run: RunDir, device: torch.device, dist: DistInfo, progress) -> Trainer:
+    def build(
+        cls, config: RunConfig, run: RunDir, device: torch.device, dist: DistInfo, progress, store: Store,
+        resume: bool = False, custom: nn.Module | None = None,
+    ) -> Trainer:  # fmt: skip
         t = config.train
         precision, reason = resolve_precision(t.precision, device)
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
-        store = _open_store(config, dist)
         splits = choose_splits(config, store)
-        transforms = build_transforms(config, store)
-        model, device = _place_model(config, store, device)
+        notes = [line for line in (crop_warning(config, store),) if line]
+        torch.manual_seed(t.seed)  # the same initial weights on every rank
+        model = custom if custom is not None else build_for_run(config, len(store.classes), store.channels)
+        normalization = None
+        if resume:  # the run's own normalisation, as its checkpoint keeps it
+            normalization = normalization_from(load_checkpoint(run.last, mmap=True)["normalization"])
+        elif config.model.weights not in NO_WEIGHTS:
+            pretrained = read_weights(config.model.weights, config.model.name)
+            new = load_pretrained(model, pretrained)
+            notes.append(f"started from {pretrained.source}; new last layer ({', '.join(new)}) for "
+                         f"{len(store.classes)} classes")  # fmt: skip
+            if config.data.normalize == "mean_image" and pretrained.mean_image is not None:
+                normalization = Normalization(mean_image=pretrained.mean_image.float())
+        frozen = freeze(model, t.freeze)
+        if frozen:
+            count = sum(p.numel() for n, p in model.named_parameters() if n in frozen)
+            notes.append(
+                f"frozen (train.freeze={','.join(t.freeze)}): {len(frozen)} tensors, {count:,} parameters"
+            )
+        transforms = build_transforms(config, store, normalization)
+        model, device = place_model(config, model, device)
         optimizer = make_optimizer(model, config.optim)
         net = _wrap(model, config, dist, device)
         local_batch = t.batch_size // dist.world_size
@@ -225,6 +310,7 @@ class Trainer:
             val_loader,
             RunLog(run.root, enabled=dist.is_main, progress=progress, log_every=t.log_every),
             RunResult(run.root),
+            notes=notes,
         )
 
     # -- the run, top to bottom ------------------------------------------------------------
@@ -256,10 +342,13 @@ class Trainer:
             "device": str(self.device), "precision": self.precision,
             "precision_reason": self.precision_reason,
             "world_size": self.dist.world_size, "started": datetime.now().isoformat(),
-            "data": str(self.store.root), "classes": len(self.store.classes),
+            "data": str(self.store.root), "classes": len(self.store.classes), "model": model_arch(self.model),
+            "weights": c.model.weights,
         })  # fmt: skip
+        name = model_arch(self.model)
+        what = f"a module of your own, {name[7:]}" if name.startswith("custom:") else c.model.name
         self.log.message(
-            f"training {c.model.name} ({c.preset} recipe) on {self.device}, {self.dist.world_size} "
+            f"training {what} ({c.preset} recipe) on {self.device}, {self.dist.world_size} "
             f"process(es) → {self.run.root}"
         )
         self._log_setup()
@@ -268,6 +357,8 @@ class Trainer:
         self.log.message(f"precision {self.precision} ({self.precision_reason})")
         self.log.message(self.splits.describe())
         self.log.message(self.schedule.describe())
+        for line in self.notes:
+            self.log.message(line)
 
     def restore(self) -> None:
         """Continue from last.pt: weights, optimiser, schedule, scaler, loader, RNGs, sums, history."""
@@ -276,7 +367,8 @@ class Trainer:
         load_model_state(self.model, state, self.run.last)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        self.scaler.load_state_dict(state["scaler"])
+        if self.scaler.is_enabled() and state["scaler"]:  # a bf16/fp32 run saved no scale to resume in fp16
+            self.scaler.load_state_dict(state["scaler"])
         self.train_loader.load_state_dict(state["loader"])
         self.epoch, self.step, self.partial = state["epoch"], state["step"], state.get("partial")
         self.result.history = list(state["history"])
@@ -340,13 +432,27 @@ class Trainer:
             self.save(self.run.best, self.epoch + 1)
         self.save(self.run.last, self.epoch + 1)
         self.run.write_history(self.result.history)
+        if self.stop:
+            self.stopped(f"the end of epoch {self.epoch + 1}")
 
     def after_step(self, step_in_epoch: int, sums: torch.Tensor) -> None:
         self.step += 1
         every = self.config.train.checkpoint_every
-        if every and self.step % every == 0 and step_in_epoch < len(self.train_loader):
+        mid_epoch = step_in_epoch < len(self.train_loader)
+        if mid_epoch and ((every and self.step % every == 0) or self.stop):
             self.check_finite(sums, step_in_epoch)
             self.save(self.run.last, self.epoch, sums.tolist())
+        if self.stop and mid_epoch:
+            self.stopped(f"epoch {self.epoch + 1}, step {step_in_epoch} of {len(self.train_loader)}")
+
+    def stopped(self, where: str) -> None:
+        """Raise ``Interrupted`` once the checkpoint of ``where`` is written."""
+        name = "terminated (SIGTERM)" if self.stop[0] == signal.SIGTERM else "interrupted"
+        raise Interrupted(
+            f"{name}: saved {self.run.last} at {where}; continue with "
+            f"alexnet train --out {self.run.root} --resume",
+            signum=self.stop[0],
+        )
 
     def save(self, path: Path, epoch: int, partial: list[float] | None = None) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
@@ -373,7 +479,7 @@ class Trainer:
             "best_val_top1_error": self.result.best_val_top1_error,
             "best_epoch": self.result.best_epoch,
             "config": to_dict(self.config),
-            "arch": {"name": self.config.model.name, "num_classes": len(self.store.classes),
+            "arch": {"name": model_arch(self.model), "num_classes": len(self.store.classes),
                      "in_channels": self.store.channels},
             "classes": list(self.store.classes),
             "normalization": self.transforms.saved,
@@ -440,29 +546,22 @@ def _final_line(what: str, r: dict) -> str:
 
 
 def _open_store(config: RunConfig, dist: DistInfo) -> Store:
-    """Rank 0 prepares the data (if needed) while the others wait, then all open the same store."""
+    """Rank 0 prepares the data (if needed) while the others wait, then all open the same store;
+    seen with only ``data.classes`` when they are named. At least two classes."""
     d = config.data
     if dist.is_main:
         store = open_data(d.source, size=d.size, workers=d.workers)
     barrier(dist)
     if not dist.is_main:
         store = open_data(d.source, size=d.size, progress=False)
+    if d.classes:
+        store = store.select(d.classes)
+    if len(store.classes) < 2:
+        raise AlexNetError(
+            f"{store.root} has {len(store.classes)} class ({', '.join(store.classes)}); a classifier "
+            f"learns to tell classes apart: give data with at least two class folders"
+        )
     return store
-
-
-def _place_model(config: RunConfig, store: Store, device: torch.device) -> tuple[nn.Module, torch.device]:
-    """The model on its device(s), and the device its inputs go to."""
-    t = config.train
-    torch.manual_seed(t.seed)  # the same initial weights on every rank
-    model = build_for_run(config, len(store.classes), store.channels)
-    if t.two_devices:
-        model = TwoTowerAlexNet.from_grouped(model, devices=t.two_devices)
-        device = model.devices[0]
-    else:
-        model = model.to(device)
-    if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model, device
 
 
 def _wrap(model: nn.Module, config: RunConfig, dist: DistInfo, device: torch.device) -> nn.Module:
@@ -512,7 +611,7 @@ def train_one_epoch(
         labels = labels.to(device, non_blocking=True)
         lr = schedule.lr(epoch, step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         with autocast(device, precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import OptimConfig, ScheduleConfig
 from ..errors import AlexNetError
+from ..recipe import head
 
 
 class PaperSGD(torch.optim.Optimizer):
@@ -43,13 +44,23 @@ class PaperSGD(torch.optim.Optimizer):
 
 
 def parameter_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
-    """One group, or (with ``bias_decay=False``) weights with weight decay and biases without."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if cfg.bias_decay:
-        return [{"params": [p for _, p in named], "weight_decay": cfg.weight_decay}]
-    weights = [p for n, p in named if not n.endswith("bias")]
-    biases = [p for n, p in named if n.endswith("bias")]
-    return [{"params": weights, "weight_decay": cfg.weight_decay}, {"params": biases, "weight_decay": 0.0}]
+    """The trainable parameters in groups: with ``bias_decay=False`` biases apart without weight
+    decay; with ``backbone_lr_scale`` ≠ 1 the last layer apart from the rest, which runs at that
+    fraction of the rate. Each group's ``lr_scale`` multiplies the schedule's rate; frozen
+    parameters (requires_grad off) are in none."""
+    last = {id(p) for p in head(model).parameters()}
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_bias = not cfg.bias_decay and name.endswith("bias")
+        is_backbone = cfg.backbone_lr_scale != 1 and id(p) not in last
+        groups.setdefault((is_backbone, is_bias), []).append(p)
+    return [
+        {"params": params, "weight_decay": 0.0 if is_bias else cfg.weight_decay,
+         "lr_scale": cfg.backbone_lr_scale if is_backbone else 1.0}
+        for (is_backbone, is_bias), params in sorted(groups.items())
+    ]  # fmt: skip
 
 
 def _fused(factory, groups, **options) -> torch.optim.Optimizer:
@@ -64,6 +75,8 @@ def _fused(factory, groups, **options) -> torch.optim.Optimizer:
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     groups = parameter_groups(model, cfg)
+    if not groups:
+        raise AlexNetError("every parameter is frozen (train.freeze): nothing to train")
     if cfg.name == "paper_sgd":
         return PaperSGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.name == "sgd":

@@ -18,6 +18,7 @@ believes, and it can name a best epoch only once that epoch's best.pt exists.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -42,6 +43,7 @@ class RunDir:
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
         self._lock_fd: int | None = None
+        self._created = False  # this process made the folder: remove it again if nothing was written
 
     # -- ownership -------------------------------------------------------------------------
     def __enter__(self) -> RunDir:
@@ -51,10 +53,16 @@ class RunDir:
 
     def __exit__(self, *exc) -> None:
         self.unlock()
+        if self._created and self.root.is_dir() and {p.name for p in self.root.iterdir()} <= {LOCK_FILE}:
+            # a refused run (bad weights, bad freeze, too few images…) leaves no empty run behind
+            (self.root / LOCK_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.root.rmdir()
 
     def lock(self) -> None:
         """Take the run for this process, or refuse at once naming the process that holds it."""
         with reporting_write_errors(self.root):
+            self._created = not self.root.exists()
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -92,6 +100,12 @@ class RunDir:
     # -- config ----------------------------------------------------------------------------
     def has_checkpoint(self) -> bool:
         return self.last.is_file()
+
+    def holds_a_run(self) -> bool:
+        """Whether a run has written anything here (its config, rows, checkpoints or results)."""
+        return any(
+            (self.root / name).exists() for name in ("config.yaml", "metrics.jsonl", "final.json")
+        ) or (self.best.is_file())
 
     def saved_config(self) -> RunConfig | None:
         """The run's own config: the last checkpoint's, else config.yaml's, else None."""
