@@ -20,15 +20,24 @@ def require(path: pathlib.Path) -> pathlib.Path:
 
 
 def cifar_slice(root: pathlib.Path, per_class: dict[str, int]) -> pathlib.Path:
-    """An ImageFolder of symlinks to the first N images per class of each CIFAR-10 split."""
-    import os
+    """An ImageFolder of the first N CIFAR-10 images per class of each split (at most 300 train and
+    50 test): the JPEG files of the package's cifar10-sample, which are those of the shared
+    cifar10-jpeg folder byte for byte, under the same names (0000.jpg, …)."""
+    from alexnet.data.samples import sample_store_path
+    from alexnet.data.store import open_store
 
-    cifar = require(CIFAR)
+    store = open_store(sample_store_path("cifar10-sample"))
     for split, n in per_class.items():
-        for cls in sorted((cifar / split).iterdir()):
-            (root / split / cls.name).mkdir(parents=True)
-            for f in sorted(cls.iterdir())[:n]:
-                os.symlink(f, root / split / cls.name / f.name)
+        images = store.split(split).images  # JpegImages: the files' bytes, by row
+        labels = store.split(split).labels
+        for label, name in enumerate(store.classes):
+            rows = [int(r) for r in (labels == label).nonzero()[0]]
+            if n > len(rows):
+                raise ValueError(f"the sample has {len(rows)} {split} images of {name}, not {n}")
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i, row in enumerate(rows[:n]):
+                (folder / f"{i:04d}.jpg").write_bytes(bytes(images.encoded([row])[0].numpy()))
     return root
 
 

@@ -193,8 +193,8 @@ def test_experiment_list_and_an_unknown_name(capsys):
 
 def test_tower_scores_of_a_two_tower_run(small_run):
     from alexnet.analysis.filters import conv1_report
-    from alexnet.loading import load_model
     from alexnet.experiments.studies import _tower_scores
+    from alexnet.loading import load_model
 
     scores = _tower_scores(small_run / "run")
     report = conv1_report(load_model(small_run / "run" / "checkpoints" / "last.pt", device="cpu").model)

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from alexnet import AlexNetError, build_model, load_model
-from alexnet.weights import require
 from alexnet.analysis.features import extract, layer_activations, nearest
 from alexnet.analysis.filters import FilterReport, colour_scores, conv1_report, tile_layout
 from alexnet.cli import main
 from alexnet.data import open_store
+from alexnet.weights import require
 
 
 @pytest.fixture

@@ -97,7 +97,9 @@ def test_torchvision_state_dict_round_trip_and_equal_logits(tmp_path):
 def test_weights_for_another_class_count_are_refused(tmp_path):
     path = tmp_path / "ten.pth"
     torch.save(build_model("torchvision", num_classes=10).state_dict(), path)
-    with pytest.raises(AlexNetError, match=r"classifier.6.weight \(10, 4096\) where the model has \(1000, 4096\)"):
+    with pytest.raises(
+        AlexNetError, match=r"classifier.6.weight \(10, 4096\) where the model has \(1000, 4096\)"
+    ):
         build_model("torchvision", weights=path)
 
 

@@ -329,9 +329,15 @@ def test_a_broken_store_is_one_line(store, tmp_path, capsys, edit, message):
         (["--set", "data.limit_train=-5"], "data.limit_train must be ≥ 1 (or none), got -5"),
         (["--set", "train.checkpoint_every=-1"], "train.checkpoint_every must be ≥ 0 steps"),
         (["--set", "schedule.warmup_epochs=-1"], "schedule.warmup_epochs must be ≥ 0, got -1.0"),
-        (["--set", "schedule.warmup_epochs=99"], "schedule.warmup_epochs must be in [0, train.epochs], got 99.0"),
+        (
+            ["--set", "schedule.warmup_epochs=99"],
+            "schedule.warmup_epochs must be in [0, train.epochs], got 99.0",
+        ),
         (["--set", "data.lighting_std=-1"], "data.lighting_std must be ≥ 0, got -1.0"),
-        (["--set", "train.two_devices=cpu"], "train.two_devices must be two of cpu, cuda, cuda:N, got ('cpu',)"),
+        (
+            ["--set", "train.two_devices=cpu"],
+            "train.two_devices must be two of cpu, cuda, cuda:N, got ('cpu',)",
+        ),
     ],
 )
 def test_bad_config_values_are_refused_before_anything_is_written(store, tmp_path, capsys, args, message):

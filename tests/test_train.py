@@ -183,7 +183,9 @@ def test_checkpoint_for_another_model_or_class_count(tmp_path):
     model = build_model("cifar10")
     record = {"config": to_dict(preset("cifar10")), "classes": [str(i) for i in range(10)], "crop": 28,
               "normalization": {"kind": "channel", "mean": [0.5] * 3, "std": [0.5] * 3}}  # fmt: skip
-    save_checkpoint(path, {"model": model.state_dict(), "arch": {"name": "cifar10", "num_classes": 10}, **record})
+    save_checkpoint(
+        path, {"model": model.state_dict(), "arch": {"name": "cifar10", "num_classes": 10}, **record}
+    )
     assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temporary file
     state = load_checkpoint(path)
     with pytest.raises(AlexNetError, match="trained for 10 classes, this model has 100"):

@@ -128,13 +128,13 @@ def state_differences(model: nn.Module, state: dict, skip: tuple[str, ...] = ())
     differently shaped tensor, one phrase each (keys in ``skip`` are left out of the comparison)."""
     own = {k: v for k, v in model.state_dict().items() if k not in skip}
     theirs = {k: v for k, v in state.items() if k not in skip}
-    out = [f"{k} missing" for k in own if k not in theirs]
-    out += [f"{k} unexpected" for k in theirs if k not in own]
-    out += [
+    out = [  # shapes first: they say most about what the file is
         f"{k} {tuple(theirs[k].shape)} where the model has {tuple(own[k].shape)}"
         for k in own
         if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)
     ]
+    out += [f"{k} missing" for k in own if k not in theirs]
+    out += [f"{k} unexpected" for k in theirs if k not in own]
     return out
 
 

@@ -43,7 +43,8 @@ class RunDir:
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
         self._lock_fd: int | None = None
-        self._created = False  # this process made the folder: remove it again if nothing was written
+        # what this process made (the folder, its lock file): removed again when nothing was written
+        self._created = self._lock_created = False
 
     # -- ownership -------------------------------------------------------------------------
     def __enter__(self) -> RunDir:
@@ -53,16 +54,18 @@ class RunDir:
 
     def __exit__(self, *exc) -> None:
         self.unlock()
-        if self._created and self.root.is_dir() and {p.name for p in self.root.iterdir()} <= {LOCK_FILE}:
+        if self._lock_created and self.root.is_dir() and {p.name for p in self.root.iterdir()} == {LOCK_FILE}:
             # a refused run (bad weights, bad freeze, too few images…) leaves no empty run behind
             (self.root / LOCK_FILE).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                self.root.rmdir()
+            if self._created:
+                with contextlib.suppress(OSError):
+                    self.root.rmdir()
 
     def lock(self) -> None:
         """Take the run for this process, or refuse at once naming the process that holds it."""
         with reporting_write_errors(self.root):
             self._created = not self.root.exists()
+            self._lock_created = not (self.root / LOCK_FILE).exists()
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:

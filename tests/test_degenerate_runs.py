@@ -1,0 +1,130 @@
+"""Runs that used to go silently wrong: each is now an error (one line, exit 2, nothing written)
+or a warning, and Ctrl-C or SIGTERM in the first epoch leaves a checkpoint to resume from."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import cifar_slice
+
+from alexnet.checkpoint import load_checkpoint
+from alexnet.cli import main
+from alexnet.data import prepare
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))  # first-use stores go here
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_data_set_with_one_class_is_refused(tmp_path, capsys):
+    src = cifar_slice(tmp_path / "all", {"train": 4})
+    for folder in (src / "train").iterdir():
+        if folder.name != "cat":
+            for f in folder.iterdir():
+                f.unlink()
+            folder.rmdir()
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "cifar10", "--data", str(src), "--out", str(out)]) == 2
+    assert one_line(capsys).endswith(
+        "has 1 class (cat); a classifier learns to tell classes apart: give data with at least two "
+        "class folders"
+    )
+    assert not out.exists()
+
+
+def test_a_refused_run_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "cifar10", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "nowhere does not exist" in one_line(capsys) and not out.exists()
+    args = ["train", "--preset", "cifar10", "--data", "cifar10-sample", "--out", str(out)]
+    assert main([*args, "--set", "data.crop=40"]) == 2  # found only once the data is open
+    assert "data.crop 40 is larger than the store's 32×32 images" in one_line(capsys) and not out.exists()
+    out.mkdir()  # a folder the user made stays, empty, as it was
+    assert main([*args, "--set", "data.crop=40"]) == 2
+    assert out.is_dir() and not list(out.iterdir())
+
+
+def test_the_users_own_field_is_checked_before_the_rules_between_fields(capsys):
+    assert main(["train", "--preset", "cifar10", "--epochs", "0", "--data", "cifar10-sample"]) == 2
+    assert one_line(capsys) == "alexnet: error: train.epochs must be ≥ 1, got 0"
+
+
+def test_without_a_preset_the_first_line_says_which_recipe_runs(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nowhere")]) == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("alexnet: no --preset given: training with the paper recipe")
+
+
+def test_small_crops_of_large_images_are_warned_about(tmp_path, capsys):
+    store = tmp_path / "photos256"
+    prepare(
+        cifar_slice(tmp_path / "src", {"train": 4, "test": 1}), store, size=256, workers=1, progress=False
+    )
+    args = ["train", "--preset", "cifar10", "--data", str(store), "--out", str(tmp_path / "run"), "--epochs",
+            "1", "--batch-size", "8", "--precision", "fp32", "--set", "data.ten_crop=false"]  # fmt: skip
+    assert main(args) == 0
+    assert (
+        "warning: the cifar10 recipe trains on 28×28 crops of 256×256 images (1 % of each); for photos use "
+        "--preset finetune or torchvision, or prepare the data at --size 32 for this recipe"
+    ) in capsys.readouterr().err
+
+
+def train_cmd(out, *extra):
+    sets = ["data.limit_train=480", "model.widths=16,32,32,32,32", "data.ten_crop=false",
+            "train.deterministic=true", "train.log_every=1"]  # fmt: skip
+    return [sys.executable, "-m", "alexnet", "train", "--preset", "cifar10", "--data", "cifar10-sample",
+            "--out", str(out), "--epochs", "2", "--batch-size", "16", "--precision", "fp32",
+            "--device", "cpu", *(a for s in sets for a in ("--set", s)), *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """The uninterrupted run the interrupted ones are compared with."""
+    out = tmp_path_factory.mktemp("whole") / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "ALEXNET_CACHE": str(out.parent / "cache")}
+    subprocess.run(train_cmd(out), check=True, capture_output=True, env=env, timeout=300)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
+def test_a_signal_in_the_first_epoch_saves_a_checkpoint_that_resumes_exactly(
+    whole, tmp_path, sig, code, said
+):
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "ALEXNET_CACHE": str(tmp_path / "cache")}
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(train_cmd(cut), env=env, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the 30 steps of epoch 1 are logged one by one
+        if "epoch 1/2 step 4/" in line:
+            proc.send_signal(sig)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == code, rest
+    state = load_checkpoint(cut / "checkpoints" / "last.pt")
+    assert state["epoch"] == 0 and 4 <= state["loader"]["position"] < 30  # mid-epoch 1, nothing lost
+    step = state["loader"]["position"]
+    assert f"alexnet: {said}: saved {cut / 'checkpoints' / 'last.pt'} at epoch 1, step {step} of 30" in rest
+    done = subprocess.run(train_cmd(cut, "--resume"), capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    a = load_checkpoint(whole / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    timing = ("seconds", "images_per_second")
+    rows = [
+        [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
+        for lines in ((run / "metrics.jsonl").read_text().splitlines() for run in (whole, cut))
+    ]
+    assert rows[0] == rows[1]
