@@ -202,3 +202,34 @@ def test_tower_scores_of_a_two_tower_run(small_run):
     assert scores["tower_scores"] == pytest.approx([a, b])
     assert scores["tower_gap"] == pytest.approx(abs(a - b), abs=1e-6)
     assert 0 < scores["permutation_p"] <= 1 and len(scores["colour_scores"]) == 64
+
+
+def test_transfer_trains_one_source_model_and_fine_tunes_from_it(tiny_store, tmp_path):
+    out = tmp_path / "transfer"
+    args = ["experiment", "transfer", "--data", str(tiny_store), "--per-class", "8", "--source-epochs", "1",
+            "--epochs", "2", "--seeds", "2", "--out", str(out), "--set", "train.precision=fp32",
+            "--set", "train.batch_size=16"]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["prelude"]["source_classes"] == ["airplane", "automobile", "bird", "cat", "deer"]
+    assert results["prelude"]["target_classes"] == ["dog", "frog", "horse", "ship", "truck"]
+    source = json.loads((out / "runs" / "source" / "run.json").read_text())
+    assert source["classes"] == 5 and source["weights"] is None
+    for seed in (0, 1):
+        scratch = json.loads((out / "runs" / "from-scratch" / f"seed{seed}" / "run.json").read_text())
+        tuned = json.loads((out / "runs" / "fine-tuned" / f"seed{seed}" / "run.json").read_text())
+        assert scratch["weights"] is None and tuned["weights"] == str(out / "runs" / "source")
+    runs = {(r["variant"], r["seed"]): r for r in results["runs"]}
+    assert set(runs) == {(v, s) for v in ("from scratch", "fine-tuned") for s in (0, 1)}
+    assert all(r["epochs"] == 2 and r["final_split"] == "test" for r in runs.values())
+    fine = next(v for v in results["variants"] if v["name"] == "fine-tuned")
+    values = [
+        runs["fine-tuned", s]["test_accuracy"] - runs["from scratch", s]["test_accuracy"] for s in (0, 1)
+    ]
+    assert fine["difference"]["mean"] == pytest.approx(sum(values) / 2)
+    report = (out / "report.md").read_text()
+    assert "Source model: the cifar10 recipe on all training images of airplane, automobile" in report
+    assert "| fine-tuned |" in report and "| from scratch |" in report
+    # a second launch reuses the source model and every run
+    assert main(args) == 0
+    assert json.loads((out / "results.json").read_text())["runs"] == results["runs"]

@@ -494,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--models", help="compare: torchvision model names (default alexnet,googlenet,vgg11,resnet18)"
     )
     p.add_argument("--input-size", type=int, help="compare: input side in pixels (default 224)")
+    p.add_argument("--per-class", type=int, help="transfer: training images per target class (default 100)")
+    p.add_argument("--source-epochs", type=int, help="transfer: epochs of the source model (default 15)")
     p.set_defaults(func=_cmd_experiment)
     return parser
 
@@ -509,7 +511,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     if args.name is None:
         raise AlexNetError("name an experiment (alexnet experiment --list shows them)")
     options = {"param": args.param, "values": args.values, "scale_lr": args.scale_lr, "models": args.models,
-               "input_size": args.input_size}  # fmt: skip
+               "input_size": args.input_size, "per_class": args.per_class,
+               "source_epochs": args.source_epochs}  # fmt: skip
     study = experiment(args.name, **options)  # an unknown name fails here, before --data is asked for
     if args.data is None:
         raise AlexNetError(

@@ -8,6 +8,7 @@ from ..errors import AlexNetError
 from .reproductions import compare, sweep
 from .spec import Experiment
 from .studies import ablate, init, relu_tanh, towers
+from .transfer import transfer
 
 # name → (builder, the options it takes, the line of --list)
 CATALOGUE: dict[str, tuple[Callable[..., Experiment], tuple[str, ...], str]] = {
@@ -28,6 +29,11 @@ CATALOGUE: dict[str, tuple[Callable[..., Experiment], tuple[str, ...], str]] = {
         compare,
         ("models", "input_size"),
         "--models alexnet,googlenet,vgg11,resnet18: torchvision networks from scratch, one recipe",
+    ),
+    "transfer": (
+        transfer,
+        ("per_class", "source_epochs"),
+        "fine-tuned from a model of the other classes against scratch, --per-class N images (CIFAR-10)",
     ),
 }
 

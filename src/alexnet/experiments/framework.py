@@ -27,7 +27,7 @@ from ..runtime import cpu_flags
 from ..train import fit
 from ..train.run_dir import RunDir
 from .report import report_markdown
-from .spec import Experiment, Variant, slug
+from .spec import Experiment, Prelude, Variant, slug
 from .stats import crossing, difference_interval, mean_std, verdict
 
 
@@ -167,14 +167,17 @@ def run_experiment(
     seeds = seeds or experiment.seeds
     epochs = epochs or experiment.epochs
     sets = dict(sets or {})
-    picks = _tune(experiment, data, out, sets, progress, say) if experiment.tune else {}
+    prelude = experiment.prelude(data, out, sets, progress, say) if experiment.prelude else Prelude()
+    run_sets = {**prelude.sets, **sets}  # the user's own win
+    picks = _tune(experiment, data, out, run_sets, progress, say) if experiment.tune else {}
     records = []
     trained = [v for v in experiment.variants if v.reevaluate is None]
     for variant in trained:
         extra = {experiment.tune.key: picks[variant.name]} if variant.name in picks else {}
+        extra.update(prelude.variant_sets.get(variant.name, {}))
         for seed in range(seeds):
             root = out / "runs" / slug(variant.name) / f"seed{seed}"
-            config = run_config(experiment, variant, data, seed, epochs, root, {**sets, **extra})
+            config = run_config(experiment, variant, data, seed, epochs, root, {**run_sets, **extra})
             say(f"[{experiment.name}] {variant.name}, seed {seed}: {root}")
             record = {"variant": variant.name, "seed": seed, "run_dir": str(root.relative_to(out))}
             diverged = _train_recording_divergence(config, progress, say)
@@ -217,7 +220,8 @@ def run_experiment(
             "picked": picks,
         },
         target=experiment.target,
-        notes=list(experiment.notes),
+        notes=[*experiment.notes, *prelude.notes],
+        prelude=dict(prelude.results),
     )
     write_outputs(experiment, results, out)
     return results

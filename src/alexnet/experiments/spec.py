@@ -43,6 +43,14 @@ class Tune:
 
 
 @dataclass(frozen=True)
+class Prelude:
+    sets: Mapping[str, str] = field(default_factory=dict)  # for every run
+    variant_sets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # by variant name
+    notes: tuple[str, ...] = ()  # what the report says about it
+    results: Mapping[str, object] = field(default_factory=dict)  # its numbers, into results.json
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     title: str
@@ -61,6 +69,10 @@ class Experiment:
     analyse: Callable[[dict, Path], tuple[dict, list[str]]] | None = None
     # (results, OUT) → markdown lines naming the PNGs it wrote
     figures: Callable[[dict, Path], list[str]] | None = None
+    # Work every run depends on, done (or reused) before them: (data, OUT, the user's sets, progress,
+    # say) → a Prelude of config values for every run and for named variants (e.g. the source model
+    # a fine-tuned variant starts from), and lines for the report.
+    prelude: Callable[..., Prelude] | None = None
 
     @property
     def baseline(self) -> Variant:
