@@ -193,7 +193,7 @@ def test_experiment_list_and_an_unknown_name(capsys):
 
 def test_tower_scores_of_a_two_tower_run(small_run):
     from alexnet.analysis.filters import conv1_report
-    from alexnet.experiments.studies import _tower_scores
+    from alexnet.experiments.studies import PERMUTATIONS, _tower_scores
     from alexnet.loading import load_model
 
     scores = _tower_scores(small_run / "run")
@@ -201,7 +201,10 @@ def test_tower_scores_of_a_two_tower_run(small_run):
     a, b = report.tower_scores()
     assert scores["tower_scores"] == pytest.approx([a, b])
     assert scores["tower_gap"] == pytest.approx(abs(a - b), abs=1e-6)
-    assert 0 < scores["permutation_p"] <= 1 and len(scores["colour_scores"]) == 64
+    assert len(scores["colour_scores"]) == 64
+    assert scores["colour_scores"] == pytest.approx(report.scores.tolist())
+    gap, p = permutation_p(scores["colour_scores"], PERMUTATIONS)  # the same test, recomputed
+    assert (scores["tower_gap"], scores["permutation_p"]) == pytest.approx((gap, p))
 
 
 def test_transfer_trains_one_source_model_and_fine_tunes_from_it(tiny_store, tmp_path):

@@ -39,6 +39,26 @@ def test_features_are_the_layer_activations_and_resume(trained, tmp_path):
     np.testing.assert_allclose(again.values, direct.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_features_of_another_data_set_are_never_reused(trained, tmp_path):
+    from conftest import cifar_slice
+
+    from alexnet.analysis.reports import split_features
+    from alexnet.data import prepare
+
+    src = cifar_slice(tmp_path / "src", {"test": 10})  # other test images, as many per class as the run's
+    for folder in (src / "test").iterdir():
+        for f in sorted(folder.iterdir())[:5]:
+            f.unlink()
+    prepare(src, tmp_path / "other", workers=1, progress=False)
+    loaded = load_model(trained / "run", device="cpu")
+    mine, other = open_store(trained / "store"), open_store(tmp_path / "other")
+    first = split_features(loaded, mine, "test")
+    second = split_features(loaded, other, "test")  # same model, layer, split name and size: same file
+    assert first.path == second.path and len(second.labels) == 50
+    direct = layer_activations(loaded, torch.from_numpy(np.array(other.split("test").images)), "fc7")
+    np.testing.assert_allclose(second.values, direct.numpy(), rtol=1e-5, atol=1e-6)  # computed again
+
+
 def test_nearest_equals_a_numpy_brute_force():
     rng = np.random.default_rng(0)
     base, queries = rng.normal(size=(300, 20)), rng.normal(size=(7, 20))
@@ -131,10 +151,19 @@ def test_safetensors_export_loads_back_through_build_model(trained, tmp_path):
 
 def test_predict_figure(trained, tmp_path):
     out = tmp_path / "fig4.png"
-    code = main(
-        ["predict", str(trained / "run"), str(trained / "src" / "test" / "cat"), "--figure", str(out)]
-    )
-    assert code == 0 and out.stat().st_size > 0
+    folder = trained / "src" / "test" / "cat"
+    args = ["predict", str(trained / "run"), str(folder), "--figure", str(out)]
+    args += ["--json", str(tmp_path / "p.json")]
+    code = main(args)
+    assert code == 0
+    printed = json.loads((tmp_path / "p.json").read_text())["predictions"]
+    drawn = json.loads(out.with_suffix(".json").read_text())["predictions"]  # what the figure shows
+    assert [d["truth"] for d in drawn] == ["cat"] * 5  # the folder's name is a class: the true class
+    assert [(d["path"], d["top"]) for d in drawn] == [(p["path"], p["top"]) for p in printed]
+    import matplotlib.image
+
+    height, width, _ = matplotlib.image.imread(out).shape
+    assert 0.7 < height / width < 1.0  # 5 images: 2 rows of 4 panels (4.6 × 2 in high, 3.2 × 4 in wide)
 
 
 def test_a_curve_that_is_zero_in_every_epoch_is_said_not_drawn():

@@ -2,6 +2,7 @@ import importlib
 import json
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,3 +276,89 @@ def test_open_data_accepts_a_store_or_prepares_a_folder_once(tmp_path, monkeypat
     assert open_data(first.root).root == first.root  # a store is taken as it is
     with pytest.raises(AlexNetError, match="does not exist"):
         open_data(tmp_path / "nowhere")
+
+
+def test_a_changed_folder_is_prepared_again(tmp_path, monkeypatch, capsys):
+    from alexnet.data import open_data
+
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "photos"
+    for cls, color in (("x", RED), ("y", BLUE)):
+        (src / "train" / cls).mkdir(parents=True)
+        _solid(src / "train" / cls / "1.png", color)
+    first = open_data(src, size=8, progress=False)
+    assert first.classes == ["x", "y"]
+    (src / "train" / "z").mkdir()  # a class added
+    _solid(src / "train" / "z" / "1.png", WHITE)
+    second = open_data(src, size=8, progress=False)
+    assert second.root == first.root and second.classes == ["x", "y", "z"]
+    assert "changed since" in capsys.readouterr().err
+    _solid(src / "train" / "x" / "1.png", WHITE, size=(30, 20))  # an image replaced
+    third = open_data(src, size=8, progress=False)
+    assert np.array_equal(third.split("train").images[0], np.full((8, 8, 3), 255, np.uint8))
+    # an explicit store of the folder's earlier state is kept, and the change is said
+    prepare(src, tmp_path / "store", size=8, workers=1, progress=False)
+    _solid(src / "train" / "y" / "2.png", RED)
+    assert main(["prepare", str(src), str(tmp_path / "store"), "--size", "8"]) == 2
+    assert "holds a store of an earlier state of" in capsys.readouterr().err
+    assert main(["prepare", str(src), str(tmp_path / "store"), "--size", "8", "--force", "--quiet"]) == 0
+    assert len(open_store(tmp_path / "store").split("train")) == 4
+
+
+def _labelled(root, swap):
+    """Ten images in two classes; with ``swap`` the same files under each other's class name."""
+    for i in range(10):
+        cls = ("a", "b")[(i < 5) ^ swap]
+        (root / "train" / cls).mkdir(parents=True, exist_ok=True)
+        _solid(root / "train" / cls / f"{i}.png", (i * 20, 0, 0), size=(8, 8))
+    return root
+
+
+def _race(job, args_a, args_b):
+    """Run ``job(*args)`` in two forked processes released at the same moment: their exit codes."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(2)
+
+    def run(args, queue):
+        start.wait()
+        try:
+            job(*args)
+            queue.put(0)
+        except AlexNetError as exc:
+            queue.put(str(exc))
+
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=run, args=(a, queue)) for a in (args_a, args_b)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    return sorted((queue.get() for _ in procs), key=lambda r: r != 0)  # successes first
+
+
+def test_racing_prepares_end_with_one_whole_store(tmp_path, monkeypatch):
+    from alexnet.data import open_data
+
+    a, b = _labelled(tmp_path / "a", False), _labelled(tmp_path / "b", True)
+    quiet = {"size": 8, "workers": 1, "progress": False}
+    for trial in range(20):
+        out = tmp_path / f"out{trial}"
+        results = _race(lambda src, out: prepare(src, out, **quiet), (a, out), (b, out))
+        assert results[0] == 0 and "already holds a store of" in str(results[1]), results
+        store = open_store(out)
+        source = Path(store.meta["source"])
+        # the labels are the ones of the source the store says it holds, image by image
+        files = sorted((source / "train").rglob("*.png"), key=lambda p: (p.parent.name, p.name))
+        labels = [0 if p.parent.name == "a" else 1 for p in files]
+        pixels = [int(np.asarray(Image.open(p))[0, 0, 0]) for p in files]
+        assert store.split("train").labels.tolist() == labels and len(labels) == 10
+        assert [int(v) for v in np.asarray(store.split("train").images)[:, 0, 0, 0]] == pixels
+    # two first-use trainings of one folder: both open the one store the first prepared
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+    for _ in range(5):
+        results = _race(lambda src: open_data(src, **{"size": 8, "progress": False}), (a,), (a,))
+        assert results == [0, 0]
+    (cached,) = [p for p in (tmp_path / "cache" / "stores").iterdir() if not p.name.startswith(".")]
+    assert open_store(cached).split("train").labels.tolist() == [0] * 5 + [1] * 5

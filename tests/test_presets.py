@@ -23,6 +23,7 @@ from alexnet.data.transforms import (
     resized_crop,
     sample_resized_crops,
 )
+from alexnet.evaluate import evaluate_checkpoint
 from alexnet.models import TwoTowerAlexNet
 from alexnet.recipe import build_transforms
 from alexnet.runtime import cpu_native_bf16, resolve_precision
@@ -179,9 +180,16 @@ def test_the_run_says_which_split_validates_and_reports_best_on_test(store, tmp_
     assert "validation (rate drops, best.pt) on train (held out) (30)" in err
     assert "final evaluation on test (100)" in err and "precision fp32 (asked for)" in err
     final = json.loads((tmp_path / "r" / "final.json").read_text())
-    assert final["split"] == "test" and final["epoch"] == 2
-    if result.best_epoch == 1:
-        assert final["best"]["epoch"] == 1 and final["best"]["count"] == 100
+    assert final["split"] == "test" and final["epoch"] == 2 and final["count"] == 100
+    history = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    best = 1 if history[0]["val_top1_error"] < history[1]["val_top1_error"] else 2
+    assert result.best_epoch == best
+    if best == 2:  # the final model is best.pt: evaluated once
+        assert "best" not in final and result.best is None
+    else:  # best.pt is another model: evaluated on test too, as evaluate would
+        again = evaluate_checkpoint(tmp_path / "r" / "checkpoints" / "best.pt", store, device="cpu")
+        assert (final["best"]["epoch"], final["best"]["count"]) == (1, 100)
+        assert final["best"]["top1_error"] == pytest.approx(again["top1_error"], abs=1e-9)
     run = json.loads((tmp_path / "r" / "run.json").read_text())
     assert (run["precision"], run["precision_reason"]) == ("fp32", "asked for")
 

@@ -142,6 +142,28 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(store, 
     assert code == 0 and [r["epoch"] for r in rows(out)] == [1]
 
 
+def test_a_run_with_best_but_no_last_is_refused_not_overwritten(store, tmp_path, capsys):
+    out = tmp_path / "run"
+    fit(config(store, out, epochs=1), progress=False)
+    capsys.readouterr()
+    best = (out / "checkpoints" / "best.pt").read_bytes()
+    (out / "checkpoints" / "last.pt").unlink()  # deleted to save space, or lost
+    fresh = ["train", "--preset", "figure1", "--data", str(store), "--out", str(out), "--epochs", "1"]
+    for args in (["train", "--out", str(out), "--resume", "--epochs", "2"], fresh):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0] == (
+            f"alexnet: error: {out} holds checkpoints/best.pt but no last.pt, so the run cannot be resumed "
+            f"and a new one would overwrite best.pt; move best.pt away (or delete it) or choose another --out"
+        )
+    assert (out / "checkpoints" / "best.pt").read_bytes() == best and len(rows(out)) == 1
+    (out / "checkpoints" / "best.pt").unlink()  # a run that wrote its config but no checkpoint yet
+    assert main(fresh) == 2  # is not silently started again in its place: --resume says so
+    assert (
+        "already holds a run; pass --resume to continue it or choose another --out" in capsys.readouterr().err
+    )
+
+
 def test_a_second_writer_is_refused_and_the_lock_dies_with_its_process(store, tmp_path, capsys):
     out = tmp_path / "run"
     holder = RunDir(out)

@@ -55,12 +55,16 @@ class Features:
 
 
 def extract(loaded: LoadedModel, split: Split, layer: str, out: str | Path, *, batch_size: int = 128,
-            progress=None) -> Features:  # fmt: skip
-    """The layer's activations for every image of ``split`` into ``out`` (resumed or reused)."""
+            progress=None, data: dict | None = None) -> Features:  # fmt: skip
+    """The layer's activations for every image of ``split`` into ``out`` (resumed or reused).
+
+    ``data`` identifies the data set the split comes from (its store and the fingerprint of its
+    source): features are reused only for the same model, layer, split and data.
+    """
     out = Path(out)
     meta_path = out.with_suffix(out.suffix + ".json")
     identity = {"checkpoint": str(loaded.checkpoint), "epoch": loaded.epoch, "layer": layer,
-                "split": split.name, "count": len(split)}  # fmt: skip
+                "split": split.name, "count": len(split), **(data or {})}  # fmt: skip
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() and out.is_file() else None
     done = meta["done"] if meta and {k: meta.get(k) for k in identity} == identity else 0
     if done == len(split):  # finished earlier: reused, nothing recomputed

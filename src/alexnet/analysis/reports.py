@@ -31,7 +31,9 @@ def split_features(loaded: LoadedModel, store: Store, split: str, layer: str = D
                    progress=None) -> Features:  # fmt: skip
     check_classes(loaded.classes, store.classes, str(store.root), loaded.checkpoint)
     path = Path(out) if out else feature_path(loaded, split, layer)
-    return extract(loaded, store.split(split), layer, path, progress=progress)
+    data = {"store": str(store.root.resolve()), "source": store.meta.get("source"),
+            "fingerprint": store.meta.get("fingerprint")}  # fmt: skip
+    return extract(loaded, store.split(split), layer, path, progress=progress, data=data)
 
 
 def neighbours(loaded: LoadedModel, data, query: list[str], *, k: int = 6, layer: str = DEFAULT_LAYER,
@@ -136,3 +138,6 @@ def prediction_figure(loaded: LoadedModel, predictions, out: str | Path, split: 
         ]
     fig = figures.predictions_panel(list(images), [p.top for p in shown], truths)
     figures.save(fig, out)
+    drawn = [{"path": p.path, "truth": t, "top": [{"class": c, "probability": q} for c, q in p.top]}
+             for p, t in zip(shown, truths, strict=True)]  # fmt: skip
+    write_atomic(Path(out).with_suffix(".json"), json.dumps({"predictions": drawn}))
