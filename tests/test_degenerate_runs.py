@@ -128,3 +128,62 @@ def test_a_signal_in_the_first_epoch_saves_a_checkpoint_that_resumes_exactly(
         for lines in ((run / "metrics.jsonl").read_text().splitlines() for run in (whole, cut))
     ]
     assert rows[0] == rows[1]
+
+
+def test_an_empty_validation_split_is_refused_not_scored(tmp_path, capsys):
+    src = cifar_slice(tmp_path / "src", {"train": 1, "test": 1})  # one training image per class
+    out = tmp_path / "run"
+    assert (
+        main(["train", "--preset", "cifar10", "--data", str(src), "--out", str(out), "--batch-size", "4"])
+        == 2
+    )
+    line = one_line(capsys)
+    assert "the validation split (train (held out)) of" in line and line.endswith(
+        "has no images; each class needs at least two training images to hold one out; add images or give a "
+        "val/ split"
+    )
+    assert not out.exists()
+
+
+class RunsOutOfMemory(torch.nn.Module):
+    """A model whose forward fails to allocate from its `after`-th call on, as the allocator says."""
+
+    def __init__(self, after, message):
+        super().__init__()
+        self.calls, self.after, self.message = 0, after, message
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 28 * 28, 10))
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls >= self.after:
+            raise (
+                torch.OutOfMemoryError(self.message) if "CUDA" in self.message else RuntimeError(self.message)
+            )
+        return self.net(x)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "DefaultCPUAllocator: can't allocate memory: you tried to allocate 8589934592 bytes. Error code 12",
+        "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.10 GiB total capacity)",
+    ],
+)
+def test_out_of_memory_is_one_line_naming_the_batch_and_keeps_the_checkpoint(tmp_path, message):
+    from alexnet import AlexNetError, fit, resolve
+
+    sets = {"data.source": "cifar10-sample", "train.out": str(tmp_path / "run"), "train.epochs": "3",
+            "data.limit_train": "160", "data.limit_val": "32", "train.batch_size": "32",
+            "data.ten_crop": "false"}  # fmt: skip
+    # 5 training steps and one validation batch an epoch: the 8th forward is step 2 of epoch 2
+    with pytest.raises(AlexNetError) as caught:
+        fit(resolve("cifar10", sets=sets), model=RunsOutOfMemory(8, message), progress=False)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert str(caught.value) == (
+        f"out of memory with batches of 32 images ({message}); {last} is kept (--resume goes on with "
+        "batches of 32); try --batch-size 16 in a new --out"
+    )
+    assert load_checkpoint(last)["epoch"] == 1
+    first_step = RunsOutOfMemory(1, message.replace("CUDA out of", "DefaultCPUAllocator: out of"))
+    with pytest.raises(AlexNetError, match=r"\(DefaultCPUAllocator.*\); try --batch-size 16$"):
+        fit(resolve("cifar10", sets={**sets, "train.out": str(tmp_path / "new")}), model=first_step)

@@ -59,6 +59,30 @@ def test_features_of_another_data_set_are_never_reused(trained, tmp_path):
     np.testing.assert_allclose(second.values, direct.numpy(), rtol=1e-5, atol=1e-6)  # computed again
 
 
+def test_features_on_a_full_disk_are_one_line(trained, tmp_path, monkeypatch, capsys):
+    import errno
+
+    out = tmp_path / "f.npy"
+    monkeypatch.setattr(
+        "os.posix_fallocate", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space"))
+    )
+    args = [
+        "features",
+        str(trained / "run"),
+        "--data",
+        str(trained / "store"),
+        "--split",
+        "test",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"alexnet: error: cannot write {out}: the disk is full (no space left on device); "
+        "free some space and run the command again"
+    )
+
+
 def test_nearest_equals_a_numpy_brute_force():
     rng = np.random.default_rng(0)
     base, queries = rng.normal(size=(300, 20)), rng.normal(size=(7, 20))
@@ -135,6 +159,42 @@ def test_export_matches_pytorch_on_real_images(trained, tmp_path, capsys, fmt):
     line = capsys.readouterr().out
     diff = float(line.rsplit(": ", 1)[1])
     assert diff < 1e-4 and "on 16 images of" in line
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "safetensors"])
+def test_export_on_a_full_disk_or_to_a_folder_is_one_line_and_keeps_the_old_file(
+    trained, tmp_path, capsys, monkeypatch, fmt
+):
+    import errno
+
+    out = tmp_path / "model.bin"
+    out.write_bytes(b"the previous export")
+    with monkeypatch.context() as m:
+        m.setattr(
+            "alexnet.fileio.os.fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space"))
+        )
+        assert main(["export", str(trained / "run"), "--format", fmt, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"alexnet: error: cannot write {out}: the disk is full (no space left on device); "
+                   "free some space and run the command again"]  # fmt: skip
+    assert out.read_bytes() == b"the previous export" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.bin"
+    ]
+    assert main(["export", str(trained / "run"), "--format", fmt, "--out", str(tmp_path)]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"alexnet: error: cannot write {tmp_path}: it is a folder; give a file name"
+    )
+
+
+def test_leftovers_of_a_killed_write_are_cleared_where_the_file_is_written(tmp_path):
+    from alexnet.fileio import write_atomic
+
+    target = tmp_path / "eval.json"
+    (tmp_path / ".eval.json.abc123.tmp").write_text("a killed writer's half file")
+    (tmp_path / ".other.json.abc123.tmp").write_text("another file's: not ours to touch")
+    write_atomic(target, "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.abc123.tmp", "eval.json"]
 
 
 def test_safetensors_export_loads_back_through_build_model(trained, tmp_path):

@@ -97,3 +97,50 @@ def test_nvjpeg_decodes_the_same_batch_on_the_gpu(stores):
     cpu = images.decode(np.arange(16)).int()
     gpu = images.decode(np.arange(16), torch.device("cuda")).cpu().int()
     assert gpu.shape == cpu.shape and (gpu - cpu).abs().float().mean() < 2.0  # decoders may round apart
+
+
+def _copy(stores, tmp_path):
+    import shutil
+
+    root, _, _ = stores
+    shutil.copytree(root / "jpeg", tmp_path / "jpeg")
+    return tmp_path / "jpeg"
+
+
+@pytest.mark.parametrize(
+    ("offsets", "message"),
+    [
+        (lambda o: np.concatenate([o[:5], o[6:7], o[5:6], o[7:]]), "offsets.npy: image 5 has -"),
+        (lambda o: np.concatenate([o[:-1], [o[-1] + 100]]), "offsets.npy does not match"),
+        (lambda o: o - 1, "offsets run from -1"),
+        (lambda o: o.astype(np.float64), "offsets.npy is not a list of byte offsets"),
+    ],
+)
+def test_a_damaged_jpeg_index_is_refused_when_the_store_opens(stores, tmp_path, capsys, offsets, message):
+    store = _copy(stores, tmp_path)
+    np.save(store / "train" / "offsets.npy", offsets(np.load(store / "train" / "offsets.npy")))
+    assert main(["train", "--preset", "cifar10", "--data", str(store), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].endswith("prepare the store again"), err
+
+
+def test_damaged_jpeg_bytes_are_skipped_and_said_not_a_crash(stores, tmp_path, capsys):
+    from alexnet.config import resolve
+    from alexnet.train import fit
+
+    store = _copy(stores, tmp_path)
+    for split, row in (("train", 7), ("test", 3)):  # one image of each split overwritten with junk
+        offsets = np.load(store / split / "offsets.npy")
+        with open(store / split / "jpeg.bin", "r+b") as f:
+            f.seek(int(offsets[row]))
+            f.write(b"\0" * int(offsets[row + 1] - offsets[row]))
+    sets = {"data.source": str(store), "train.out": str(tmp_path / "run"), "train.epochs": "1",
+            "train.batch_size": "20", "data.crop": "32", "train.precision": "fp32"}  # fmt: skip
+    result = fit(resolve("cifar10", sets=sets), progress=False)
+    err = capsys.readouterr().err
+    assert (
+        f"skipped image 3 of {store / 'test' / 'jpeg.bin'}: it cannot be decoded (damaged JPEG data)" in err
+    )
+    assert result.final["count"] == 39  # 40 test images, one of them damaged
+    with pytest.raises(Exception, match=r"jpeg\.bin: image 3 cannot be decoded \(damaged JPEG data\)"):
+        open_store(store).split("test").images[3]

@@ -362,3 +362,25 @@ def test_racing_prepares_end_with_one_whole_store(tmp_path, monkeypatch):
         assert results == [0, 0]
     (cached,) = [p for p in (tmp_path / "cache" / "stores").iterdir() if not p.name.startswith(".")]
     assert open_store(cached).split("train").labels.tolist() == [0] * 5 + [1] * 5
+
+
+def test_hidden_files_broken_links_and_odd_names_in_a_folder(tmp_path):
+    src = tmp_path / "src"
+    for cls in ("a", "b"):
+        (src / "train" / cls).mkdir(parents=True)
+        _solid(src / "train" / cls / "1.png", RED)
+    (src / "train" / "a" / ".ipynb_checkpoints").mkdir()
+    _solid(src / "train" / "a" / ".ipynb_checkpoints" / "1-checkpoint.png", BLUE)  # hidden: not an image of a
+    (src / "train" / "b" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")  # dangling: listed, not dropped
+    (src / "train" / "b" / "tab\tand\nnewline.jpg").write_bytes(b"junk")  # any name reads back exactly
+    summary = prepare(src, tmp_path / "store", size=8, workers=1, progress=False)
+    assert summary.counts == {"train": 2} and summary.skipped == {"train": 2}
+    listed = dict(read_skipped(tmp_path / "store" / "train" / "skipped.jsonl"))
+    odd = str(src / "train" / "b" / "tab\tand\nnewline.jpg")
+    assert listed == {str(src / "train" / "b" / "gone.jpg"): "a broken symbolic link",
+                      odd: "not an image Pillow can identify"}  # fmt: skip
+    (src / "train" / "val").symlink_to(src / "train")  # a link to a split folder is no class
+    with pytest.raises(
+        AlexNetError, match=r"train/val is a link to a split folder .*, not a class; remove it"
+    ):
+        prepare(src, tmp_path / "other", size=8, workers=1, progress=False)

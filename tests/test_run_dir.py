@@ -317,6 +317,11 @@ def test_resume_on_another_data_set_names_the_classes_that_differ(store, tmp_pat
     assert "#3 'cats' (checkpoint: 'cat')" in capsys.readouterr().err
 
 
+def _edit_meta(store, **fields):
+    meta = json.loads((store / "store.json").read_text())
+    (store / "store.json").write_text(json.dumps({**meta, **fields}))
+
+
 def _broken_store(store, tmp_path, edit):
     broken = tmp_path / "broken"
     shutil.copytree(store, broken)
@@ -334,6 +339,21 @@ def _broken_store(store, tmp_path, edit):
             "store.json is damaged ('size' missing",
         ),
         (lambda s: np.save(s / "train" / "labels.npy", np.full(400, 10)), "labels outside 0..9 (10..10)"),
+        (lambda s: _edit_meta(s, channels=1), "holds images of (32, 32, 3), store.json says (32, 32, 1)"),
+        (
+            lambda s: _edit_meta(
+                s, pca={"eigvals": [0.1, float("nan"), 0.01], "eigvecs": np.eye(3).tolist()}
+            ),
+            "'pca' has eigenvalues or eigenvectors that are not finite",
+        ),
+        (
+            lambda s: _edit_meta(s, pca={"eigvals": [0.1, 0.2], "eigvecs": [[1.0]]}),
+            "'pca' has eigvals of shape (2,) and eigvecs (1, 1), not (3,) and (3, 3)",
+        ),
+        (
+            lambda s: np.save(s / "train" / "mean.npy", np.zeros((8, 8, 3), np.float32)),
+            "mean.npy is a (8, 8, 3) array, not the store's mean image of (32, 32, 3)",
+        ),
     ],
 )
 def test_a_broken_store_is_one_line(store, tmp_path, capsys, edit, message):
@@ -399,6 +419,38 @@ def test_bad_files_and_paths_are_one_line(store, tmp_path, capsys):
     empty.write_bytes(b"")
     with pytest.raises(AlexNetError, match=r"weights file .*empty\.pth is empty \(0 bytes\)"):
         build_model("figure1", weights=empty)
+    # random bytes are not called "pickled objects that could run code"
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    fails(
+        ["evaluate", str(noise), "--data", str(store)], f"{noise} is not a torch checkpoint (unreadable data:"
+    )
+    # our format tag with a field missing or malformed: named, not a KeyError
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    for key, value in (("classes", None), ("classes", "cat"), ("normalization", [1])):
+        bad = tmp_path / f"bad-{key}.pt"
+        torch.save(
+            {k: v for k, v in state.items() if k != key} | ({} if value is None else {key: value}), bad
+        )
+        what = "missing" if value is None else "malformed"
+        fails(
+            ["evaluate", str(bad), "--data", str(store)],
+            f"{bad} is a damaged checkpoint: its {key!r} is {what}",
+        )
+    # a damaged safetensors file through build_model: our error, not safetensors'
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(AlexNetError, match=r"fake\.safetensors is not a readable safetensors file"):
+        build_model("figure1", weights=fake)
+    # a YAML alias bomb is refused in one short line, never expanded
+    bomb = tmp_path / "bomb.yaml"
+    levels = [
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    ]
+    bomb.write_text("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(levels) + "optim: {lr: *i}\n")
+    code = main(["train", "--config", str(bomb), "--data", str(store)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and len(err[0]) < 300 and "uses YAML aliases" in err[0]
 
 
 def test_the_nan_stop_names_no_checkpoint_before_the_first(store, tmp_path):

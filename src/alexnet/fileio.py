@@ -73,13 +73,18 @@ def _os_error_in(exc: BaseException) -> OSError | None:
 def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None]) -> None:
     """Replace ``path`` with ``data`` (bytes, text, or a function that writes to a binary file).
 
-    The temporary file is ``.NAME.*.tmp`` beside the target; ``remove_temporaries`` clears ones
-    that a killed process left behind.
+    The temporary file is ``.NAME.*.tmp`` beside the target, locked (flock) while it is written;
+    the unlocked ones of the same NAME, which a killed process left behind, are removed first, so
+    leftovers never pile up wherever files are written (``remove_temporaries`` clears a folder).
     """
     path = Path(path)
+    if path.is_dir():
+        raise AlexNetError(f"cannot write {path}: it is a folder; give a file name")
     with reporting_write_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        _lock(fd)
         try:
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should read like any other
             with os.fdopen(fd, "wb") as f:
@@ -94,6 +99,33 @@ def write_atomic(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
             Path(tmp).unlink(missing_ok=True)
             raise
         fsync_dir(path.parent)
+
+
+def _lock(fd: int) -> bool:
+    """Take a non-blocking exclusive flock on ``fd``; False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove ``.NAME.*.tmp`` files beside ``path`` that no live writer holds."""
+    for leftover in path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"):
+        try:
+            fd = os.open(leftover, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock(fd):  # its writer is gone (the kernel dropped the lock when it died)
+                leftover.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _umask() -> int:

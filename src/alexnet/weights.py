@@ -152,12 +152,13 @@ def check_state_fits(model: nn.Module, state: dict, source: str | Path, skip: tu
 # ---------------------------------------------------------------------------- safetensors
 
 
-def write_safetensors(path: Path, state: dict, extra: dict, meta: dict) -> None:
-    """The weights, our extra tensors (names without the prefix) and the JSON ``meta`` in one file."""
+def safetensors_bytes(state: dict, extra: dict, meta: dict) -> bytes:
+    """A safetensors file of the weights, our extra tensors (names without the prefix) and the
+    JSON ``meta``, in memory (the caller writes it atomically)."""
     st = require("safetensors.torch", "export")
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     tensors.update({EXTRA_PREFIX + k: v.detach().cpu().float().contiguous() for k, v in extra.items()})
-    st.save_file(tensors, str(path), metadata={META_KEY: json.dumps(meta)})
+    return st.save(tensors, metadata={META_KEY: json.dumps(meta)})
 
 
 def read_safetensors(path: Path, *, tensors: bool = True) -> tuple[dict, dict, dict]:

@@ -5,6 +5,7 @@ safetensors (the weights plus a JSON of the config, class names and preprocessin
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -13,10 +14,10 @@ import torch
 
 from ..config import to_dict
 from ..errors import AlexNetError
-from ..fileio import reporting_write_errors
+from ..fileio import check_writable_target, write_atomic
 from ..loading import LoadedModel
 from ..recipe import saved_normalization
-from ..weights import require, write_safetensors
+from ..weights import require, safetensors_bytes
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 
@@ -47,10 +48,14 @@ def metadata(loaded: LoadedModel) -> dict:
 
 def export(loaded: LoadedModel, fmt: str, out: str | Path, check_images: torch.Tensor | None = None) -> dict:
     """Write ``out`` in ``fmt``; for ONNX and TorchScript, compare its logits with PyTorch's on
-    ``check_images`` (uint8 [B, S, S, C]) and return the largest absolute difference."""
+    ``check_images`` (uint8 [B, S, S, C]) and return the largest absolute difference.
+
+    The file is made in memory, checked, then written atomically: a full disk or a killed process
+    leaves the previous file (or none), never a partial one, and is one line naming the file.
+    """
     if fmt not in FORMATS:
         raise AlexNetError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
-    out = Path(out)
+    out = check_writable_target(out)
     model = loaded.model.float().cpu().eval().to(memory_format=torch.contiguous_format)
     transform = loaded.transform()
     if check_images is None:
@@ -62,31 +67,30 @@ def export(loaded: LoadedModel, fmt: str, out: str | Path, check_images: torch.T
     with torch.no_grad():
         expected = model(x).numpy()
     report = {"format": fmt, "path": str(out), "checked_images": len(x)}
-    with reporting_write_errors(out):
-        if fmt == "safetensors":
-            mean = loaded.preprocessing.normalization.mean_image
-            extra = {"mean_image": mean} if mean is not None else {}
-            write_safetensors(out, model.state_dict(), extra, metadata(loaded))
-            return report
-        if fmt == "torchscript":
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer notes on shape checks, fixed for this input size
-                traced = torch.jit.trace(model, x[:1])
-            traced.save(str(out))
-            with warnings.catch_warnings():
-                warnings.simplefilter(
-                    "ignore", FutureWarning
-                )  # jit.load is deprecated; the format is not gone
-                got = torch.jit.load(str(out))(x).detach().numpy()
-        else:
-            require("onnx", "export")
-            ort = require("onnxruntime", "export")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(model, (x[:1],), str(out), input_names=["images"], output_names=["logits"],
-                                  dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-                                  dynamo=False)  # fmt: skip
-            session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-            got = session.run(None, {"images": x.numpy()})[0]
+    if fmt == "safetensors":
+        mean = loaded.preprocessing.normalization.mean_image
+        extra = {"mean_image": mean} if mean is not None else {}
+        write_atomic(out, safetensors_bytes(model.state_dict(), extra, metadata(loaded)))
+        return report
+    buffer = io.BytesIO()
+    if fmt == "torchscript":
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on shape checks, fixed for this input size
+            traced = torch.jit.trace(model, x[:1])
+        torch.jit.save(traced, buffer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # jit.load is deprecated; the format is not gone
+            got = torch.jit.load(io.BytesIO(buffer.getvalue()))(x).detach().numpy()
+    else:
+        require("onnx", "export")
+        ort = require("onnxruntime", "export")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x[:1],), buffer, input_names=["images"], output_names=["logits"],
+                              dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                              dynamo=False)  # fmt: skip
+        session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"images": x.numpy()})[0]
+    write_atomic(out, buffer.getvalue())
     report["max_abs_logit_difference"] = float(np.abs(got - expected).max())
     return report

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from ..data import StoreLoader
-from ..data.store import Split
+from ..data.store import Split, reserve
 from ..errors import AlexNetError
 from ..fileio import reporting_write_errors, write_atomic
 from ..loading import LoadedModel
@@ -75,6 +75,8 @@ def extract(loaded: LoadedModel, split: Split, layer: str, out: str | Path, *, b
         if not done:
             out.parent.mkdir(parents=True, exist_ok=True)
         values = np.lib.format.open_memmap(out, mode=mode, dtype=np.float32, shape=(len(split), width))
+        if not done:  # blocks allocated now: a full disk is ENOSPC here, not SIGBUS in the mapping
+            reserve(out)
         loader = StoreLoader(split, batch_size, shuffle=False)
         loader.position = done // batch_size  # whole batches done: rows [0, done) are written
         row = loader.position * batch_size

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -77,7 +78,12 @@ class JpegWriter:
 
 class JpegImages:
     """A split's JPEG images, indexed like the raw store's uint8 [N, H, W, C] array: an integer gives
-    one decoded image, an index array or a slice a decoded batch (numpy, on the CPU)."""
+    one decoded image, an index array or a slice a decoded batch (numpy, on the CPU).
+
+    A damaged index (offsets out of order, past the end of jpeg.bin) is refused when the split opens.
+    An image whose bytes do not decode (or decode to another size) is found when it is read: the
+    loader skips it and says so once (``decode_batch``); direct indexing raises one line naming it.
+    """
 
     def __init__(self, folder: Path, size: int, channels: int) -> None:
         try:
@@ -87,14 +93,29 @@ class JpegImages:
             raise AlexNetError(
                 f"{folder} cannot be read as a JPEG split ({exc}); prepare the store again"
             ) from None
-        if self.offsets.ndim != 1 or len(self.offsets) < 1 or int(self.offsets[-1]) != len(self.data):
+        index = folder / "offsets.npy"
+        if (
+            self.offsets.ndim != 1
+            or len(self.offsets) < 1
+            or not np.issubdtype(self.offsets.dtype, np.integer)
+        ):
+            raise AlexNetError(f"{index} is not a list of byte offsets; prepare the store again")
+        if int(self.offsets[0]) != 0 or int(self.offsets[-1]) != len(self.data):
             raise AlexNetError(
-                f"{folder / 'offsets.npy'} does not match {folder / 'jpeg.bin'} ({len(self.data)} bytes); "
+                f"{index} does not match {folder / 'jpeg.bin'} ({len(self.data)} bytes: offsets run from "
+                f"{int(self.offsets[0])} to {int(self.offsets[-1])}); prepare the store again"
+            )
+        steps = np.diff(self.offsets)
+        if (steps <= 0).any():
+            first = int(np.flatnonzero(steps <= 0)[0])
+            raise AlexNetError(
+                f"{index}: image {first} has {int(steps[first])} bytes (offsets out of order); "
                 "prepare the store again"
             )
         self.folder, self.shape, self.dtype = folder, (len(self.offsets) - 1, size, size, channels), np.uint8
         self.threads = max(1, torch.get_num_threads())  # decode_jpeg releases the GIL
         self.pool: ThreadPoolExecutor | None = None
+        self.reported: set[int] = set()  # damaged rows already said
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -105,49 +126,82 @@ class JpegImages:
         return [torch.from_numpy(np.array(self.data[self.offsets[r] : self.offsets[r + 1]])) for r in rows]
 
     def decode(self, rows, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Images of ``rows`` decoded on ``device`` (nvJPEG on CUDA), shaped [k, H, W, C] uint8 like
-        the raw store's, but laid out channels-first underneath: decode_jpeg returns [C, H, W], and
-        the transforms turn the batch channels-first anyway, so no transposing copy is made."""
-        from torchvision.io import ImageReadMode, decode_jpeg
-
+        """Images of ``rows`` decoded on ``device``; a damaged one is an error naming it."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        mode = ImageReadMode.RGB if self.shape[-1] == 3 else ImageReadMode.GRAY
-        data = self.encoded(rows)
+        batch, bad = self.decode_batch(rows, device, report=False)
+        if bad:
+            row, reason = bad[0]
+            raise AlexNetError(f"{self.folder / 'jpeg.bin'}: image {row} {reason}; prepare the store again")
+        return batch
+
+    def decode_batch(
+        self, rows, device: torch.device | str = "cpu", report: bool = True
+    ) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+        """(the images of ``rows`` that decode, shaped [k, H, W, C] uint8 like the raw store's but
+        channels-first underneath, in order; the (row, reason) of those that do not).
+
+        On CUDA one ``decode_jpeg(list, device="cuda")`` call (nvJPEG); on the CPU a slice of the
+        batch per thread. decode_jpeg returns [C, H, W] and the transforms turn the batch
+        channels-first anyway, so no transposing copy is made. ``report``: say each damaged row on
+        stderr once.
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         device = torch.device(device)
-        if not len(rows):
-            return torch.empty((0, *self.shape[1:]), dtype=torch.uint8, device=device)
-        if device.type == "cuda":
-            batch = torch.stack(decode_jpeg(data, mode=mode, device=device))
-            self._check(batch[0])  # stack has made them all one shape
-        else:
-            h, w, c = self.shape[1:]
-            out = np.empty((len(rows), c, h, w), np.uint8)
+        h, w, c = self.shape[1:]
+        data = self.encoded(rows)
+        images: list[torch.Tensor | None] = [None] * len(rows)
+        if device.type == "cuda" and len(rows):
+            try:
+                images = list(_decode(data, c, device))
+            except RuntimeError:  # one damaged image fails the call: decode them one by one
+                images = [self._one(d, device) for d in data]
+        elif len(rows):
 
             def work(part: np.ndarray) -> None:
-                # each thread decodes its slice and copies it into place (numpy row copies: torch.stack
-                # of hundreds of small tensors measured up to 10× slower)
-                for i, image in zip(part, decode_jpeg([data[i] for i in part], mode=mode), strict=True):
-                    self._check(image)
-                    out[i] = image.numpy()
+                try:
+                    decoded = _decode([data[i] for i in part], c, device)
+                except RuntimeError:
+                    decoded = [self._one(data[i], device) for i in part]
+                for i, image in zip(part, decoded, strict=True):
+                    images[i] = image
 
             parts = np.array_split(np.arange(len(rows)), min(self.threads, len(rows)))
             list(self._pool().map(work, parts))
+        bad = []
+        for i, image in enumerate(images):
+            if image is None:
+                bad.append((int(rows[i]), "cannot be decoded (damaged JPEG data)"))
+            elif tuple(image.shape) != (c, h, w):
+                bad.append(
+                    (int(rows[i]), f"decodes to {tuple(image.shape)} (C, H, W), not the store's {(c, h, w)}")
+                )
+        kept = [image for image, row in zip(images, rows, strict=True) if int(row) not in {b for b, _ in bad}]
+        if report:
+            for row, reason in bad:
+                if row not in self.reported:
+                    self.reported.add(row)
+                    print(f"skipped image {row} of {self.folder / 'jpeg.bin'}: it {reason}", file=sys.stderr)
+        if not kept:
+            return torch.empty((0, h, w, c), dtype=torch.uint8, device=device), bad
+        if device.type == "cuda":
+            batch = torch.stack(kept)
+        else:  # numpy row copies: torch.stack of hundreds of small tensors measured up to 10× slower
+            out = np.empty((len(kept), c, h, w), np.uint8)
+            for i, image in enumerate(kept):
+                out[i] = image.numpy()
             batch = torch.from_numpy(out)
-        return batch.permute(0, 2, 3, 1)
+        return batch.permute(0, 2, 3, 1), bad
+
+    def _one(self, data: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+        try:
+            return _decode([data], self.shape[-1], device)[0]
+        except RuntimeError:
+            return None
 
     def _pool(self) -> ThreadPoolExecutor:
         if self.pool is None:
             self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="jpeg")
         return self.pool
-
-    def _check(self, image: torch.Tensor) -> None:
-        """A decoded [C, H, W] image must have the store's size."""
-        h, w, c = self.shape[1:]
-        if tuple(image.shape) != (c, h, w):
-            raise AlexNetError(
-                f"{self.folder / 'jpeg.bin'} holds an image of {tuple(image.shape)} (C, H, W), the store "
-                f"says {(c, h, w)}; prepare the store again"
-            )
 
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):
@@ -162,6 +216,16 @@ class JpegImages:
     def __array__(self, dtype=None, copy=None):
         out = self.decode(np.arange(len(self))).numpy()
         return out if dtype is None else out.astype(dtype)
+
+
+def _decode(data: list[torch.Tensor], channels: int, device: torch.device) -> list[torch.Tensor]:
+    """JPEG bytes to [C, H, W] uint8 images on ``device`` (torchvision.io; nvJPEG on CUDA)."""
+    from torchvision.io import ImageReadMode, decode_jpeg  # ~2 s to import: only when a JPEG store is read
+
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    if device.type == "cuda":
+        return decode_jpeg(data, mode=mode, device=device)
+    return decode_jpeg(data, mode=mode)
 
 
 def _map(path: Path) -> np.ndarray:

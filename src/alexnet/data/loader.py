@@ -125,8 +125,12 @@ class StoreLoader:
         if jpeg is not None:  # decoded in one batched call: threads on the CPU, nvJPEG on CUDA
             base, rows = jpeg
             where = self.device if self.device.type == "cuda" else torch.device("cpu")
-            images = base.decode(order if rows is None else rows[order], where)
-            return images, torch.from_numpy(self.split.labels[order].astype(np.int64))
+            wanted = order if rows is None else rows[order]
+            images, bad = base.decode_batch(wanted, where)
+            labels = self.split.labels[order].astype(np.int64)
+            if bad:  # a damaged image is skipped (and said once), with its label
+                labels = labels[~np.isin(wanted, [row for row, _ in bad])]
+            return images, torch.from_numpy(labels)
         if buffer is not None:
             images = buffer[: len(order)]
         else:

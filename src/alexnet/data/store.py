@@ -182,8 +182,20 @@ def _check_meta(meta, meta_path: Path) -> None:
     if meta.get("image_format", "raw") not in ("raw", "jpeg"):
         raise bad(f"image_format {meta.get('image_format')!r} is neither raw nor jpeg")
     pca = meta.get("pca")
-    if pca is not None and not (isinstance(pca, dict) and {"eigvals", "eigvecs"} <= set(pca)):
-        raise bad("'pca' lacks eigvals or eigvecs")
+    if pca is not None:
+        if not (isinstance(pca, dict) and {"eigvals", "eigvecs"} <= set(pca)):
+            raise bad("'pca' lacks eigvals or eigvecs")
+        try:
+            eigvals = np.asarray(pca["eigvals"], dtype=np.float64)
+            eigvecs = np.asarray(pca["eigvecs"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise bad("'pca' holds values that are not numbers") from None
+        if eigvals.shape != (3,) or eigvecs.shape != (3, 3):
+            raise bad(
+                f"'pca' has eigvals of shape {eigvals.shape} and eigvecs {eigvecs.shape}, not (3,) and (3, 3)"
+            )
+        if not (np.isfinite(eigvals).all() and np.isfinite(eigvecs).all()) or (eigvals < 0).any():
+            raise bad("'pca' has eigenvalues or eigenvectors that are not finite (or negative eigenvalues)")
 
 
 def open_store(path: str | Path) -> Store:
@@ -207,6 +219,12 @@ def open_store(path: str | Path) -> Store:
         else:
             images = _load(root / name / "images.npy", mmap=True)
         labels = _load(root / name / "labels.npy", mmap=False)
+        expected = (meta["size"], meta["size"], meta["channels"])
+        if tuple(images.shape[1:]) != expected:
+            raise AlexNetError(
+                f"{root / name} holds images of {tuple(images.shape[1:])}, {META_FILE} says {expected} "
+                f"(size, size, channels); prepare the store again"
+            )
         if images.shape[0] != info["count"] or labels.shape != (info["count"],):
             raise AlexNetError(
                 f"{root / name} holds {images.shape[0]} images and {labels.shape[0]} labels, "
@@ -221,11 +239,21 @@ def open_store(path: str | Path) -> Store:
         splits[name] = Split(name, images, labels)
     pca = meta.get("pca")
     mean_path = root / "train" / "mean.npy"
+    mean = _load(mean_path, mmap=False) if mean_path.is_file() else None
+    if mean is not None:
+        shape = (meta["size"], meta["size"], meta["channels"])
+        finite = bool(np.isfinite(mean).all())
+        if mean.shape != shape or not finite:
+            what = "" if finite else " with values that are not finite"
+            raise AlexNetError(
+                f"{mean_path} is a {mean.shape} array{what}, not the store's mean image of {shape}; "
+                f"prepare the store again"
+            )
     return Store(
         root=root,
         meta=meta,
         splits=splits,
-        mean=_load(mean_path, mmap=False) if mean_path.is_file() else None,
+        mean=mean,
         eigvals=np.asarray(pca["eigvals"], dtype=np.float32) if pca else None,
         eigvecs=np.asarray(pca["eigvecs"], dtype=np.float32) if pca else None,
     )

@@ -114,11 +114,34 @@ def fit(
             resume = _check_run_dir(run, config, resume, dist)
             trainer = Trainer.build(config, run, device, dist, progress, store, resume, model)
             try:
-                with _stop_requests(enabled=not dist.enabled) as stop:
+                with _stop_requests(enabled=not dist.enabled) as stop, _out_of_memory(config, run):
                     trainer.stop = stop
                     return trainer.train(resume)
             finally:
                 trainer.log.close()
+
+
+# What torch says when an allocation fails: CUDA's OutOfMemoryError, the CPU allocator's RuntimeError
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
+@contextlib.contextmanager
+def _out_of_memory(config: RunConfig, run: RunDir):
+    """A batch that does not fit in memory is one line naming the batch size and a smaller one to
+    try, and where the run can go on from; the last checkpoint stays as it was."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        text = str(exc).lower()
+        if not isinstance(exc, MemoryError) and not any(m in text for m in OUT_OF_MEMORY):
+            raise
+        batch = config.train.batch_size
+        smaller = max(1, batch // 2)
+        where = f"try --batch-size {smaller}"
+        if run.last.is_file():  # the batch size is part of the run: a smaller one is a new run
+            where = f"{run.last} is kept (--resume goes on with batches of {batch}); {where} in a new --out"
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise AlexNetError(f"out of memory with batches of {batch} images ({detail}); {where}") from None
 
 
 @contextlib.contextmanager
