@@ -259,7 +259,9 @@ def from_store(path: str, batch: int, steps: int, device, compile_model: bool) -
     loader = StoreLoader(split, batch, seed=0, drop_last=True, device=device)
     precision, _ = resolve_precision("auto", device)
     step = list(variants("paper", 227, device, compile_model, precision).values())[-1]()  # "ours"
-    generator = torch.Generator(device=device).manual_seed(0)
+    # The transforms draw their random numbers on the CPU (the same numbers on any device) and move
+    # only the pixels: their generator is a CPU one on every device.
+    generator = torch.Generator().manual_seed(0)
 
     def batches():  # epoch after epoch, however small the store
         while True:

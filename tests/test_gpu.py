@@ -22,10 +22,17 @@ def bench(*args: str) -> str:
     return done.stdout
 
 
-def test_the_train_step_benchmark_runs_on_the_cpu_with_the_models_flag():
-    out = bench("--models", "cifar10", "--batch", "8", "--steps", "1", "--precision", "fp32")
+def test_the_train_step_benchmark_runs_on_the_cpu_with_the_models_flag(tmp_path):
+    # --store: the paper step fed by StoreLoader + the paper's augmentation, with the CPU generator
+    # the transforms draw from on every device (a CUDA generator there failed: "Expected a 'cpu'
+    # device type for generator")
+    store = slice_store(tmp_path, {"train": 2}, size=240)
+    out = bench(
+        "--models", "cifar10", "--batch", "8", "--steps", "1", "--precision", "fp32", "--store", str(store)
+    )
     assert "ours (fp32, channels_last, our LRN, fused SGD)" in out
     assert "speedup of our defaults over the naive step: cifar10" in out
+    assert f"paper    ours, fed from {store} (StoreLoader + paper augmentation on cpu):" in out
 
 
 @cuda

@@ -144,3 +144,27 @@ def test_damaged_jpeg_bytes_are_skipped_and_said_not_a_crash(stores, tmp_path, c
     assert result.final["count"] == 39  # 40 test images, one of them damaged
     with pytest.raises(Exception, match=r"jpeg\.bin: image 3 cannot be decoded \(damaged JPEG data\)"):
         open_store(store).split("test").images[3]
+
+
+def test_torchcodec_and_torchvision_decode_the_same_batch_and_the_run_names_its_decoder(
+    stores, monkeypatch, tmp_path, capsys
+):
+    from alexnet.config import resolve
+    from alexnet.data.jpeg import jpeg_decoder
+    from alexnet.train import fit
+
+    root, _, _ = stores
+    batches = {}
+    for name in ("torchcodec", "torchvision"):
+        monkeypatch.setenv("ALEXNET_JPEG_DECODER", name)
+        jpeg_decoder.cache_clear()
+        batches[name] = open_store(root / "jpeg").split("train").images.decode(np.arange(32))
+        assert jpeg_decoder()[0].lower().startswith(name)
+    assert torch.equal(batches["torchcodec"], batches["torchvision"])
+    monkeypatch.delenv("ALEXNET_JPEG_DECODER")
+    jpeg_decoder.cache_clear()
+    sets = {"data.source": str(root / "jpeg"), "train.out": str(tmp_path / "run"), "train.epochs": "1",
+            "train.batch_size": "32", "data.crop": "32", "train.precision": "fp32",
+            "data.ten_crop": "false"}  # fmt: skip
+    fit(resolve("cifar10", sets=sets), progress=False)
+    assert "JPEG store decoded by TorchCodec" in capsys.readouterr().err  # installed with the dev extra

@@ -99,3 +99,35 @@ def test_fp16_input_does_not_overflow():
     out = LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x.half())
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), ref, rtol=2e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fp16_autocast_keeps_the_window_sums_in_fp32(layout):
+    # Under autocast(float16) the band GEMM would be cast back to fp16: a² = 90,000 overflows, and
+    # inf × 0 in the band product is NaN, in the forward and in the backward.
+    x = torch.full((2, 8, 4, 4), 300.0).to(memory_format=layout)
+    x[:, ::2] = -30.0
+    x.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = LocalResponseNorm(5, 1e-4, 0.75, 2.0, channels=8)(x.half())
+    out.float().sum().backward()
+    reference = x.detach().clone().requires_grad_(True)
+    expected = torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)(reference)
+    expected.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    torch.testing.assert_close(out.float(), expected, rtol=2e-3, atol=1e-3)
+    torch.testing.assert_close(x.grad, reference.grad, rtol=2e-3, atol=1e-4)
+
+
+def test_the_band_is_a_buffer_built_once_and_forward_keeps_no_state():
+    lrn = LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2, channels=96)
+    assert dict(lrn.named_buffers())["band"].shape == (48, 48) and "band" not in lrn.state_dict()
+    before = {k: v for k, v in vars(lrn).items() if not k.startswith("_")}
+    buffers = [b.data_ptr() for b in lrn.buffers()]
+    lrn(torch.randn(2, 96, 5, 5)).sum()
+    lrn(torch.randn(2, 96, 5, 5, dtype=torch.bfloat16))
+    assert {k: v for k, v in vars(lrn).items() if not k.startswith("_")} == before
+    assert [b.data_ptr() for b in lrn.buffers()] == buffers  # nothing created or replaced in forward
+    torch.testing.assert_close(  # and without channels, each call builds its own: the same result
+        lrn(x := torch.randn(2, 96, 5, 5)), LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)(x)
+    )

@@ -342,7 +342,9 @@ def _from_run(path: Path, state: dict, device: str, model: nn.Module | None) -> 
             )
         model = build_for_run(config, len(classes), channels)
     load_model_state(model, state, path)
-    precision, _ = resolve_precision(config.train.precision, dev)
+    # A run trained in fp16 on a GPU is used in fp32 on a CPU (which has no fp16 training)
+    asked = "auto" if dev.type == "cpu" and config.train.precision == "fp16" else config.train.precision
+    precision, _ = resolve_precision(asked, dev)
     preprocessing = Preprocessing.from_state(state, channels, str(path))
     return LoadedModel(_ready(model, dev), config, classes, preprocessing, path, int(state.get("epoch", 0)),
                        dev, precision)  # fmt: skip

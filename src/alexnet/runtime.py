@@ -114,14 +114,43 @@ def cpu_native_bf16() -> tuple[bool, str]:
     return native, f"oneDNN reports {'native' if native else 'no native'} bf16 on {sys.platform}"
 
 
+def cuda_native_bf16(device: torch.device, capability: tuple[int, int] | None = None) -> bool:
+    """bf16 in hardware: compute capability 8.0 (Ampere) or later. ``torch.cuda.is_bf16_supported()``
+    also says True where bf16 is emulated (V100, T4: 7.x), whose cuDNN has no bf16 convolutions."""
+    major, minor = capability or torch.cuda.get_device_capability(device)
+    return (major, minor) >= (8, 0)
+
+
+# cuBLAS's condition for deterministic GEMMs (CUDA ≥ 10.2): a fixed workspace per stream
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+def configure_kernels(device: torch.device, deterministic: bool) -> None:
+    """How kernels are picked: deterministic ones (and what CUDA needs for them), or the fastest:
+    cuDNN's autotuner for the fixed input shapes of training, TF32 for fp32 matmuls and convolutions
+    on GPUs that have it (10 mantissa bits; what autocast-free fp32 training on Ampere+ uses)."""
+    if deterministic:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)  # before the first GEMM
+            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
     """The precision to train in and why: ``auto`` is bf16 on GPUs that have it (else fp16) and on
     CPUs with AMX bf16 tiles (where bf16 is the faster precision), else fp32."""
     if name not in PRECISIONS:
         raise AlexNetError(f"unknown precision {name!r}; use {', '.join(PRECISIONS)}")
     if name != "auto":
-        if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise AlexNetError("this GPU has no bf16; use --precision fp16 or fp32")
+        if name == "bf16" and device.type == "cuda" and not cuda_native_bf16(device):
+            raise AlexNetError(
+                "this GPU has no native bf16 (compute capability below 8.0: cuDNN has no bf16 convolutions "
+                "there); use --precision fp16 or fp32"
+            )
         if name == "fp16" and device.type == "cpu":
             raise AlexNetError("fp16 training is for GPUs; on the CPU use --precision bf16 or fp32")
         return name, "asked for"
@@ -131,17 +160,19 @@ def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
             raise AlexNetError(f"{AUTO_PRECISION_ENV}={forced!r}; use fp32, bf16 or fp16")
         return forced, f"auto: {AUTO_PRECISION_ENV}={forced}"
     if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return "bf16", "auto: the GPU has bf16"
-        return "fp16", "auto: the GPU has no bf16 (fp16 with a gradient scaler)"
+        if cuda_native_bf16(device):
+            return "bf16", "auto: the GPU has bf16 (compute capability ≥ 8.0)"
+        return "fp16", "auto: the GPU has no native bf16 (fp16 with a gradient scaler)"
     native, why = cpu_native_bf16()
     return ("bf16" if native else "fp32"), f"auto: {why}"
 
 
 def autocast(device: torch.device, precision: str):
-    """The autocast context for a precision name (fp32: none)."""
+    """The autocast context for a precision name (fp32: none at all, on any device)."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass(frozen=True)

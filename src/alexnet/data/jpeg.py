@@ -17,9 +17,12 @@ pool (the op releases the GIL), on CUDA one ``decode_jpeg(list, device="cuda")``
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import sys
+import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -218,14 +221,53 @@ class JpegImages:
         return out if dtype is None else out.astype(dtype)
 
 
-def _decode(data: list[torch.Tensor], channels: int, device: torch.device) -> list[torch.Tensor]:
-    """JPEG bytes to [C, H, W] uint8 images on ``device`` (torchvision.io; nvJPEG on CUDA)."""
-    from torchvision.io import ImageReadMode, decode_jpeg  # ~2 s to import: only when a JPEG store is read
+# Which library decodes JPEGs: TorchCodec where it is installed (torchvision 0.29 deprecates its
+# decoders for it; its CUDA decoder orders its work against the caller's stream), torchvision.io
+# otherwise. ALEXNET_JPEG_DECODER=torchcodec|torchvision picks one (benchmarks time both).
+DECODER_ENV = "ALEXNET_JPEG_DECODER"
 
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-    if device.type == "cuda":
-        return decode_jpeg(data, mode=mode, device=device)
-    return decode_jpeg(data, mode=mode)
+
+@functools.cache
+def jpeg_decoder() -> tuple[str, Callable]:
+    """(the decoder's name and version, a function (list of JPEG bytes tensors, channels, device)
+    → list of [C, H, W] uint8 tensors), chosen once per process."""
+    wanted = os.environ.get(DECODER_ENV, "auto")
+    if wanted not in ("auto", "torchcodec", "torchvision"):
+        raise AlexNetError(f"{DECODER_ENV}={wanted!r}; use torchcodec or torchvision")
+    if wanted != "torchvision":
+        try:
+            import torchcodec
+            from torchcodec.decoders import decode_jpeg as codec_decode
+        except ImportError:
+            if wanted == "torchcodec":
+                raise AlexNetError(
+                    f"{DECODER_ENV}=torchcodec, but it is not installed: pip install 'alexnet[jpeg]'"
+                ) from None
+        else:
+
+            def codec(data, channels, device):
+                return codec_decode(data, mode="RGB" if channels == 3 else "GRAY", device=device)
+
+            return f"TorchCodec {torchcodec.__version__}", codec
+    import torchvision
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    def vision(data, channels, device):
+        mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+        with (
+            warnings.catch_warnings()
+        ):  # deprecated for TorchCodec (0.29): the fallback, said once in the run
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if device.type == "cuda":
+                return decode_jpeg(data, mode=mode, device=device)
+            return decode_jpeg(data, mode=mode)
+
+    return f"torchvision.io {torchvision.__version__}", vision
+
+
+def _decode(data: list[torch.Tensor], channels: int, device: torch.device) -> list[torch.Tensor]:
+    """JPEG bytes to [C, H, W] uint8 images on ``device`` (nvJPEG on CUDA)."""
+    return list(jpeg_decoder()[1](data, channels, device))
 
 
 def _map(path: Path) -> np.ndarray:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import AlexNetError
-from .jpeg import JpegImages
+from .jpeg import JpegImages, jpeg_decoder
 from .store import RowSubset, Split
 
 SEED_STRIDE = 1_000_003  # seeds for (seed, epoch) pairs: seed * stride + epoch, distinct for epoch < stride
@@ -80,6 +81,9 @@ class StoreLoader:
         self.reuse_buffers = reuse_buffers and self.device.type == "cpu"
         self.epoch = 0
         self.position = 0  # batches of this epoch already yielded
+        self.threads = max(1, min(4, torch.get_num_threads()))  # for the raw store's row copies
+        self.pool: ThreadPoolExecutor | None = None
+        self.streams: dict = {}
         if drop_last and len(self) == 0:
             raise AlexNetError(
                 f"split {split.name!r} has {len(split)} images, fewer than one batch of "
@@ -119,28 +123,91 @@ class StoreLoader:
             raise AlexNetError(f"the saved loader used seed {state['seed']}, this one {self.seed}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
-    def _read(self, idx: np.ndarray, buffer: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _read(self, idx: np.ndarray, buffer: Tensor | None) -> tuple[Tensor, Tensor, object]:
+        """(uint8 images, int64 labels, a CUDA event the images are ready at, or None)."""
         order = np.sort(idx)  # ascending rows read the memory map front to back
         jpeg = batch_source(self.split.images)
         if jpeg is not None:  # decoded in one batched call: threads on the CPU, nvJPEG on CUDA
             base, rows = jpeg
             where = self.device if self.device.type == "cuda" else torch.device("cpu")
             wanted = order if rows is None else rows[order]
-            images, bad = base.decode_batch(wanted, where)
+            ready = None
+            if where.type == "cuda":  # decoded on a stream of its own, handed over at an event
+                with torch.cuda.stream(self._stream("decode")):
+                    images, bad = base.decode_batch(wanted, where)
+                    if not jpeg_decoder()[0].startswith("TorchCodec"):
+                        # torchvision's nvJPEG writes on a stream of its own, unordered against the
+                        # caller's: wait here, in the loader's thread (the training queue does not)
+                        torch.cuda.synchronize(where)
+                    ready = torch.cuda.Event()
+                    ready.record()
+            else:
+                images, bad = base.decode_batch(wanted, where)
             labels = self.split.labels[order].astype(np.int64)
             if bad:  # a damaged image is skipped (and said once), with its label
                 labels = labels[~np.isin(wanted, [row for row, _ in bad])]
-            return images, torch.from_numpy(labels)
+            return images, torch.from_numpy(labels), ready
         if buffer is not None:
             images = buffer[: len(order)]
         else:
             shape = (len(order), *self.split.images.shape[1:])
             images = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
         rows, source = images.numpy(), self.split.images
-        for j, i in enumerate(order.tolist()):  # row copies beat np.take's gather 2.5× here
-            rows[j] = source[i]
+
+        def copy(part: np.ndarray) -> None:  # row copies beat np.take's gather 2.5× here
+            for j in part.tolist():
+                rows[j] = source[order[j]]
+
+        # a few threads share the batch: numpy's copies release the GIL, so rows come off the
+        # memory map (and the page cache) in parallel instead of one after another
+        parts = np.array_split(np.arange(len(order)), max(1, min(self.threads, len(order) // 16)))
+        if len(parts) > 1:
+            list(self._pool().map(copy, parts))
+        else:
+            copy(parts[0])
         labels = torch.from_numpy(self.split.labels[order].astype(np.int64))
-        return images, labels
+        return images, labels, None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rows")
+        return self.pool
+
+    def _stream(self, name: str):
+        """A CUDA stream of the loader's own (the batch copies', the decoder's), made once."""
+        if name not in self.streams:
+            self.streams[name] = torch.cuda.Stream(self.device)
+        return self.streams[name]
+
+    def _on_device(self, batches) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches on the loader's device. On CUDA each batch is copied on a side stream while
+        the one before it trains, and handed over at an event (record_stream keeps its memory
+        from being reused before the compute stream is done with it)."""
+        if self.device.type != "cuda":
+            for images, labels, _ in batches:
+                yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            return
+        queued = None
+        for images, labels, ready in batches:
+            copy = self._stream("copy")
+            with torch.cuda.stream(copy):
+                if ready is not None:
+                    copy.wait_event(ready)
+                moved = (images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
+                done = torch.cuda.Event()
+                done.record()
+            if queued is not None:
+                yield self._hand_over(*queued)
+            queued = (moved, done)
+        if queued is not None:
+            yield self._hand_over(*queued)
+
+    def _hand_over(self, moved: tuple[Tensor, Tensor], done) -> tuple[Tensor, Tensor]:
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(done)
+        for t in moved:
+            t.record_stream(current)
+        return moved
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         idx = self.indices()
@@ -167,16 +234,20 @@ class StoreLoader:
 
         worker = threading.Thread(target=produce, daemon=True, name="StoreLoader")
         worker.start()
-        try:
+
+        def host_batches():
             while True:
                 item = jobs.get()
                 if item is None:
-                    break
+                    return
                 if isinstance(item, BaseException):
                     raise item
-                images, labels = item
+                yield item
+
+        try:
+            for batch in self._on_device(host_batches()):
                 self.position += 1
-                yield (images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
+                yield batch
             self.epoch, self.position = self.epoch + 1, 0
         finally:
             stop.set()

@@ -9,7 +9,7 @@ numbers, a ``torch.Generator``; the same generator state gives the same output o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -169,6 +169,23 @@ def _crop_into(
             rows.mul_(scale)
 
 
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """One host-to-device copy that does not wait: from pinned memory on CUDA (the CPU goes on
+    queueing work), a no-op where ``t`` already is."""
+    if t.device == device:
+        return t
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
+def _constants(cache: dict, device: torch.device, make) -> dict:
+    """The transform's constant tensors on ``device``, copied there once and kept: not per batch."""
+    if device not in cache:
+        cache[device] = {k: None if v is None else v.to(device) for k, v in make().items()}
+    return cache[device]
+
+
 @dataclass(frozen=True)
 class TrainTransform:
     """§4.1 training augmentation: random crop + mirror, PCA lighting, normalisation.
@@ -177,6 +194,11 @@ class TrainTransform:
     (x/255 − mean)/std (torchvision). The lighting shift is added in the same units. ``out`` (float32
     [B, size, size, C], contiguous) receives the result when given; on the CPU reusing one buffer
     per step saves more time than all the arithmetic.
+
+    On another device (the ``gather`` path) the batch's random draws (crop corners, mirrors,
+    lighting coefficients) cross as one small tensor and everything else happens there: the
+    constants (mean image, eigenpairs, mean/std) are copied once and kept, so a step makes one
+    host-to-device copy of its own, whatever is switched on.
     """
 
     size: int  # crop side, pixels (224 in the paper's text, 227 in Caffe's)
@@ -188,44 +210,75 @@ class TrainTransform:
     # copy: per-image slice copies (fastest on the CPU); gather: one indexed gather (GPUs);
     # auto: copy on the CPU, gather elsewhere. Both give the same numbers (tested).
     path: str = "auto"
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, images: Tensor, generator: torch.Generator, out: Tensor | None = None) -> Tensor:
         b, h, w, c = images.shape
         crops = sample_crops(b, h, w, self.size, generator, self.flip)
+        # §4.1 α ~ N(0, σ) per image and eigenvector: drawn here, on the CPU, like the crops
+        alpha = (
+            torch.randn(b, 3, generator=generator) * self.lighting_std if self.eigvals is not None else None
+        )
         norm, device = self.normalization, images.device
-        mean_image = norm.mean_image.to(device) if norm.mean_image is not None else None
-        # Per image, a constant subtracted from each pixel ([B, C], 0–255 units) and a per-channel scale:
-        # x' = (x − mean_image − offset) · scale, with the offset tiled along rows of w·C values.
-        shift = None
-        if self.eigvals is not None:  # [B, C] PCA colour shift in [0, 1] pixel units
-            shift = lighting(b, self.eigvals, self.eigvecs, generator, self.lighting_std).to(device)
-        if mean_image is not None:
-            offset = None if shift is None else -255.0 * shift
-            scale = None
-        else:
-            mean = torch.tensor(norm.mean, device=device).expand(b, c)
-            offset = 255.0 * (mean if shift is None else mean - shift)  # (x − 255·mean + 255·shift)/(255·std)
-            scale = (1.0 / (torch.tensor(norm.std, device=device) * 255.0)).repeat(self.size)
-        offsets = None if offset is None else offset.repeat(1, self.size)  # [B, size·C]
         if self.path not in ("auto", "copy", "gather"):
             raise AlexNetError(f"TrainTransform path must be auto, copy or gather, got {self.path!r}")
         if self.path == "copy" or (self.path == "auto" and device.type == "cpu"):
             if device.type != "cpu":
                 raise AlexNetError("the copy path of TrainTransform runs on the CPU; use path='gather'")
+            shift = None if alpha is None else (alpha * self.eigvals.float()) @ self.eigvecs.float().T
+            mean_image = norm.mean_image
+            # Per image, a constant subtracted from each pixel ([B, C], 0–255 units) and a per-channel
+            # scale: x' = (x − mean_image − offset) · scale, the offset tiled along rows of w·C values.
+            if mean_image is not None:
+                offset, scale = (None if shift is None else -255.0 * shift), None
+            else:
+                mean = torch.tensor(norm.mean).expand(b, c)
+                offset = 255.0 * (mean if shift is None else mean - shift)
+                scale = (1.0 / (torch.tensor(norm.std) * 255.0)).repeat(self.size)
+            offsets = None if offset is None else offset.repeat(1, self.size)  # [B, size·C]
             x = out if out is not None else torch.empty((b, self.size, self.size, c))
             _crop_into(images, crops, x, mean_image, offsets, scale)
-        else:
-            x = crop(images, crops).float()
-            if mean_image is not None:
-                x -= crop(mean_image, crops)
-            rows = x.view(b, self.size, -1)
-            if offsets is not None:
-                rows.sub_(offsets[:, None, :])
-            if scale is not None:
-                rows.mul_(scale)
-            if out is not None:
-                x = out.copy_(x)
+            return _to_model_layout(x)
+        return self._gather(images, crops, alpha, out)
+
+    def _gather(self, images: Tensor, crops: Crops, alpha: Tensor | None, out: Tensor | None) -> Tensor:
+        b = images.shape[0]
+        device, norm = images.device, self.normalization
+        k = self._device_constants(device)
+        draws = [crops.top.float(), crops.left.float(), crops.flip.float()]
+        params = to_device(
+            torch.stack(draws, 1) if alpha is None else torch.cat([torch.stack(draws, 1), alpha], 1), device
+        )
+        top, left, flip = params[:, 0].long(), params[:, 1].long(), params[:, 2] > 0.5
+        span = torch.arange(self.size, device=device)
+        rows = top[:, None] + span
+        cols = torch.where(flip[:, None], left[:, None] + self.size - 1 - span, left[:, None] + span)
+        which = torch.arange(b, device=device)[:, None, None]
+        x = images[which, rows[:, :, None], cols[:, None, :]].float()
+        if k["mean_image"] is not None:
+            x -= k["mean_image"][rows[:, :, None], cols[:, None, :]]
+        if alpha is not None:  # [B, C] PCA colour shift in [0, 1] pixel units, added in 0–255 units
+            x += 255.0 * ((params[:, 3:] * k["eigvals"]) @ k["eigvecs"].T)[:, None, None, :]
+        if norm.mean is not None:
+            x -= 255.0 * k["mean"]
+            x *= 1.0 / (255.0 * k["std"])
+        if out is not None:
+            x = out.copy_(x)
         return _to_model_layout(x)
+
+    def _device_constants(self, device: torch.device) -> dict:
+        norm = self.normalization
+
+        def make():
+            return {
+                "mean_image": None if norm.mean_image is None else norm.mean_image.float(),
+                "eigvals": None if self.eigvals is None else self.eigvals.float(),
+                "eigvecs": None if self.eigvecs is None else self.eigvecs.float(),
+                "mean": None if norm.mean is None else torch.tensor(norm.mean),
+                "std": None if norm.std is None else torch.tensor(norm.std),
+            }
+
+        return _constants(self._cache, device, make)
 
 
 @dataclass(frozen=True)
@@ -235,18 +288,24 @@ class EvalTransform:
     size: int
     normalization: Normalization
     ten_crop: bool = False
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         def views(t: Tensor) -> Tensor:
             return ten_crop(t, self.size) if self.ten_crop else center_crop(t, self.size)
 
-        x = views(images).float()
         norm = self.normalization
-        if norm.mean_image is not None:
-            x -= views(norm.mean_image[None].to(images.device))
-        else:
-            x.sub_(torch.tensor(norm.mean, device=images.device) * 255.0)
-            x.mul_(1.0 / (torch.tensor(norm.std, device=images.device) * 255.0))
+
+        def make():  # the constants, on the batch's device once
+            if norm.mean_image is not None:
+                return {"mean": views(norm.mean_image[None].float())}
+            return {"mean": torch.tensor(norm.mean) * 255.0, "scale": 1.0 / (torch.tensor(norm.std) * 255.0)}
+
+        k = _constants(self._cache, images.device, make)
+        x = views(images).float()
+        x -= k["mean"]
+        if norm.mean_image is None:
+            x.mul_(k["scale"])
         return x.permute(0, 1, 4, 2, 3) if self.ten_crop else _to_model_layout(x)
 
 
@@ -294,8 +353,9 @@ def sample_resized_crops(
 def _window_grid(start: Tensor, length: Tensor, full: int, out: int, flip: Tensor | None) -> Tensor:
     """grid_sample coordinates ([B, out], in [-1, 1]) that resize the window [start, start + length)
     of a side of ``full`` pixels to ``out`` pixels exactly as F.interpolate(bilinear,
-    align_corners=False) does on the cropped window (sample points clamped to the window)."""
-    dst = torch.arange(out, dtype=torch.float64) + 0.5
+    align_corners=False) does on the cropped window (sample points clamped to the window); on the
+    device of ``start``."""
+    dst = torch.arange(out, dtype=torch.float64, device=start.device) + 0.5
     src = start[:, None].double() + dst * (length[:, None].double() / out) - 0.5
     src = torch.minimum(torch.maximum(src, start[:, None].double()), (start + length - 1)[:, None].double())
     if flip is not None:
@@ -307,9 +367,8 @@ def resized_crop(images: Tensor, top: Tensor, left: Tensor, h: Tensor, w: Tensor
     """The windows (top, left, h, w) of uint8 [B, H, W, C] resized to size×size (bilinear, no
     antialiasing) and mirrored where ``flip``: float [B, C, size, size] in 0–255 units, one call."""
     _, height, width, _ = images.shape
-    device = images.device
-    gx = _window_grid(left, w, width, size, flip).to(device)
-    gy = _window_grid(top, h, height, size, None).to(device)
+    gx = _window_grid(left, w, width, size, flip)
+    gy = _window_grid(top, h, height, size, None)
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
     x = images.permute(0, 3, 1, 2).float()
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -330,22 +389,32 @@ class ResizedCropTransform:
     eigvals: Tensor | None = None
     eigvecs: Tensor | None = None
     lighting_std: float = LIGHTING_STD
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, images: Tensor, generator: torch.Generator, out: Tensor | None = None) -> Tensor:
         b, height, width, _ = images.shape
         top, left, h, w = sample_resized_crops(b, height, width, generator)
         flips = torch.rand(b, generator=generator) < 0.5 if self.flip else torch.zeros(b, dtype=torch.bool)
-        x = resized_crop(images, top, left, h, w, self.size, flips)  # [B, C, s, s], 0–255
+        alpha = (
+            torch.randn(b, 3, generator=generator) * self.lighting_std if self.eigvals is not None else None
+        )
         norm, device = self.normalization, images.device
+        # the batch's draws cross to the device as one small tensor; the constants are kept there
+        draws = torch.stack([top, left, h, w, flips.long()], 1).double()
+        params = to_device(draws if alpha is None else torch.cat([draws, alpha.double()], 1), device)
+        top, left, h, w = (params[:, i].long() for i in range(4))
+        flips = params[:, 4] > 0.5
+        k = TrainTransform._device_constants(self, device)  # the same constants as TrainTransform's
+        x = resized_crop(images, top, left, h, w, self.size, flips)  # [B, C, s, s], 0–255
         if norm.mean_image is not None:
-            mean = norm.mean_image.to(device)[None].expand(b, -1, -1, -1)
+            mean = k["mean_image"][None].expand(b, -1, -1, -1)
             x -= resized_crop(mean, top, left, h, w, self.size, flips)
-        if self.eigvals is not None:
-            shift = lighting(b, self.eigvals, self.eigvecs, generator, self.lighting_std).to(device)
+        if alpha is not None:
+            shift = (params[:, 5:].float() * k["eigvals"]) @ k["eigvecs"].T
             x += 255.0 * shift[:, :, None, None]
         if norm.mean is not None:
-            x -= 255.0 * torch.tensor(norm.mean, device=device)[:, None, None]
-            x *= 1.0 / (255.0 * torch.tensor(norm.std, device=device))[:, None, None]
+            x -= 255.0 * k["mean"][:, None, None]
+            x *= 1.0 / (255.0 * k["std"])[:, None, None]
         x = x.contiguous(memory_format=torch.channels_last)
         if out is not None:
             return _to_model_layout(out).copy_(x)

@@ -276,7 +276,11 @@ class AlexNet(nn.Module):
             layers.append(make_activation(activation))
             if conv.lrn:
                 # §3.2: each tower normalises its own kernels, so LRN windows stay inside a group.
-                layers.append(LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups=groups))
+                layers.append(
+                    LocalResponseNorm(
+                        LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups=groups, channels=conv.out_channels
+                    )
+                )
             layers.extend(nn.MaxPool2d(self.pool_kernel, self.pool_stride) for _ in range(conv.pools))
         self.features = nn.Sequential(*layers)
 
@@ -353,7 +357,8 @@ class AlexNet(nn.Module):
         if not torch.compiler.is_compiling():
             self._check_input(x)
         x = self.features(x)
-        x = self.avgpool(x)
+        if tuple(x.shape[-2:]) != self.feature_shape[1:]:  # torchvision's AdaptiveAvgPool2d(6); at 224
+            x = self.avgpool(x)  # it is the identity, skipped (its CUDA backward is not deterministic)
         x = torch.flatten(x, 1)
         return self.classifier(x)
 

@@ -18,6 +18,8 @@ with the same window convention, zero padding and α/n scaling as torch, so resu
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -96,12 +98,12 @@ def local_response_norm(
     beta: float = 0.75,
     k: float = 1.0,
     groups: int = 1,
-    bands: dict | None = None,
+    band: Tensor | None = None,
 ) -> Tensor:
     """Functional LRN over dim 1 of an [N, C, ...] tensor; ``groups`` keeps windows inside each group.
 
-    ``bands``, a dict the caller keeps (the module does), holds the band matrix per (channels,
-    dtype, device) between calls: no small tensors to build (kernels to launch, on a GPU) per call.
+    ``band``: the band matrix of a group's channels (the module keeps it as a buffer, built once);
+    without it, it is built for this call.
     """
     if x.dim() < 3:
         raise AlexNetError(
@@ -112,13 +114,21 @@ def local_response_norm(
     # a² overflows fp16 from |a| ≈ 256 (conv1 outputs can grow that large in training): compute in
     # fp32, as autocast does for torch's LRN (its pow is on autocast's fp32 list). bf16 has fp32's range.
     work = x.float() if x.dtype == torch.float16 else x
-    key = (x.shape[1], work.dtype, x.device)
-    band = None if bands is None else bands.get(key)
-    if band is None:
-        band = band_matrix(x.shape[1] // groups, size, work.dtype, x.device)
-        if bands is not None:
-            bands[key] = band
-    return _LRN.apply(work, band, size, alpha, beta, k).to(x.dtype)
+    per = x.shape[1] // groups
+    if band is None or band.shape[0] != per:
+        band = band_matrix(per, size, work.dtype, x.device)
+    # Autocast would run the window-sum GEMM in its own dtype again (fp16: a² back to fp16, inf, and
+    # inf × 0 = NaN in the band product); the dtype here is the one chosen above.
+    with _without_autocast(x.device):
+        out = _LRN.apply(work, band.to(device=x.device, dtype=work.dtype), size, alpha, beta, k)
+    return out.to(x.dtype)
+
+
+def _without_autocast(device: torch.device):
+    """Autocast switched off for the block where it is on (devices without autocast: nothing to do)."""
+    if torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class LocalResponseNorm(nn.Module):
@@ -126,16 +136,29 @@ class LocalResponseNorm(nn.Module):
 
     ``groups`` (an addition, default 1 = torch's semantics) normalises each group of channels on its
     own: in the paper's two-GPU net each GPU normalises only its own kernels (§3.2, §3.3).
+    ``channels`` (an addition): the input's channel count, when known, so that the band matrix is a
+    buffer built once (it moves with the module; nothing is created or cached inside ``forward``,
+    which CUDA graphs and ``torch.compile`` need); without it, each call builds its own.
     """
 
-    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, groups: int = 1):
+    def __init__(
+        self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, groups: int = 1,
+        channels: int | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         if size < 1 or groups < 1:
             raise AlexNetError(
                 f"LocalResponseNorm: size and groups must be ≥ 1, got size={size}, groups={groups}"
             )
+        if channels is not None and (channels < 1 or channels % groups):
+            raise AlexNetError(f"LocalResponseNorm: {channels} channels do not split into {groups} groups")
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
-        self._bands: dict[tuple, Tensor] = {}  # see local_response_norm
+        band = (
+            None
+            if channels is None
+            else band_matrix(channels // groups, size, torch.float32, torch.device("cpu"))
+        )
+        self.register_buffer("band", band, persistent=False)  # not in the state_dict: derived, not learned
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.jit.is_tracing() or torch.jit.is_scripting():
@@ -145,7 +168,7 @@ class LocalResponseNorm(nn.Module):
             return torch.cat(
                 [F.local_response_norm(c, self.size, self.alpha, self.beta, self.k) for c in chunks], 1
             )
-        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups, self._bands)
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups, self.band)
 
     def extra_repr(self) -> str:
         groups = f", groups={self.groups}" if self.groups != 1 else ""

@@ -60,7 +60,7 @@ class Figure1Net(nn.Module):
             self._layer_paths[f"conv{i + 1}"] = f"features.{len(layers)}"
             layers += [nn.Conv2d(channels, int(width), 5, padding=2), make_activation(activation)]
             if lrn and i < 2:
-                layers.append(LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K))
+                layers.append(LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, channels=int(width)))
             layers.append(nn.MaxPool2d(self.pool_kernel, self.pool_stride))
             channels = int(width)
         self.features = nn.Sequential(*layers)

@@ -35,14 +35,15 @@ class _Tower(nn.Module):
         self.conv5 = nn.Conv2d(192, 128, 3, padding=1)
         self.fc6 = nn.Linear(2 * 128 * 6 * 6, HIDDEN // 2)  # reads both towers
         self.fc7 = nn.Linear(HIDDEN, HIDDEN // 2)  # reads both towers
-        self.lrn = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K)
+        self.lrn1 = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, channels=48)
+        self.lrn2 = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, channels=128)
         self.pool = nn.MaxPool2d(3, 2)
         self.relu = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
 
     def lower(self, x: Tensor) -> Tensor:
-        x = self.pool(self.lrn(self.relu(self.conv1(x))))
-        return self.pool(self.lrn(self.relu(self.conv2(x))))
+        x = self.pool(self.lrn1(self.relu(self.conv1(x))))
+        return self.pool(self.lrn2(self.relu(self.conv2(x))))
 
     def upper(self, both: Tensor) -> Tensor:
         x = self.relu(self.conv3(both))

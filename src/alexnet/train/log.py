@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 
 class _NullWriter:
     def add_scalar(self, *args, **kwargs) -> None:
@@ -30,6 +32,28 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
+class LatestValue:
+    """A device scalar read without a sync: each ``read`` starts a non-blocking copy of the given
+    value into pinned memory and returns the last value whose copy has finished (on the CPU, the
+    value itself)."""
+
+    def __init__(self) -> None:
+        self.buffer, self.event, self.value = None, None, None
+
+    def read(self, tensor) -> float | None:
+        if not hasattr(tensor, "is_cuda") or not tensor.is_cuda:
+            return float(tensor)
+        if self.event is not None and self.event.query():  # arrived: show it
+            self.value = float(self.buffer)
+        if self.event is None or self.event.query():  # start the next copy
+            if self.buffer is None:
+                self.buffer = torch.empty((), dtype=tensor.dtype, pin_memory=True)
+            self.buffer.copy_(tensor.detach(), non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        return self.value
+
+
 class RunLog:
     """Console lines on stderr and TensorBoard scalars."""
 
@@ -42,6 +66,7 @@ class RunLog:
         self.bar_wanted = sys.stderr.isatty() if progress is None else progress
         self.bar = None
         self.writer = _tensorboard(run_dir) if enabled and run_dir is not None else _NullWriter()
+        self._loss = LatestValue()
 
     def message(self, text: str) -> None:
         if self.enabled:
@@ -66,19 +91,23 @@ class RunLog:
             )
 
     def step(self, step: int, loss, lr: float, images_per_second: float) -> None:
-        """``loss`` may be a device tensor: it is read (a GPU sync) only when it is shown."""
+        """``loss`` may be a device tensor: on a GPU it is copied to the host without waiting and
+        shown once it has arrived, so the log never stalls the queue of work (no host sync)."""
         if not self.enabled:
             return
         if self.bar is not None:
             if step % 10 == 0:
+                shown = self._loss.read(loss)
                 self.bar.set_postfix(
-                    loss=f"{float(loss):.3f}", lr=f"{lr:.2g}", img_s=f"{images_per_second:.0f}", refresh=False
-                )
+                    loss="…" if shown is None else f"{shown:.3f}", lr=f"{lr:.2g}",
+                    img_s=f"{images_per_second:.0f}", refresh=False,
+                )  # fmt: skip
             self.bar.update(1)
         elif (step + 1) % self.log_every == 0:
+            shown = self._loss.read(loss)
             self.message(
                 f"epoch {self._epoch + 1}/{self._epochs} step {step + 1}/{self._steps} "
-                f"loss {float(loss):.4f} lr {lr:.3g} {images_per_second:.0f} img/s"
+                f"loss {'…' if shown is None else f'{shown:.4f}'} lr {lr:.3g} {images_per_second:.0f} img/s"
             )
 
     def end_epoch(self, row: dict) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import subprocess
 import threading
@@ -30,6 +31,7 @@ from .._version import __version__
 from ..checkpoint import check_classes, load_checkpoint, load_model_state, model_arch, model_state
 from ..config import RunConfig, override, to_dict
 from ..data import StoreLoader, open_data
+from ..data.jpeg import jpeg_decoder
 from ..data.store import Split, Store
 from ..data.transforms import Normalization, TrainTransform
 from ..errors import AlexNetError, DivergedError, Interrupted
@@ -48,7 +50,7 @@ from ..runtime import (
     DistInfo,
     all_reduce_sum,
     autocast,
-    barrier,
+    configure_kernels,
     distributed,
     keep_freed_cpu_memory,
     resolve_device,
@@ -106,10 +108,13 @@ def fit(
     if device.type == "cpu":  # each step's activations reuse the last step's pages
         keep_freed_cpu_memory()
     deterministic = torch.are_deterministic_algorithms_enabled()
+    # Before the process group exists: every rank opens the data itself (a first-use prepare is
+    # locked, so one rank prepares and the others wait on the lock, then reuse it), and no
+    # collective can time out (NCCL's 10 minutes) while a large folder is being prepared.
+    store = _open_store(config, main=int(os.environ.get("RANK", "0")) == 0)
     with distributed(device.type == "cuda") as dist, _restoring_determinism(deterministic):
         if dist.enabled and device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
-        store = _open_store(config, dist)  # a missing or unusable data set stops here, before --out exists
         with RunDir(config.train.out or default_run_dir(config), writer=dist.is_main) as run:
             resume = _check_run_dir(run, config, resume, dist)
             trainer = Trainer.build(config, run, device, dist, progress, store, resume, model)
@@ -281,10 +286,11 @@ class Trainer:
     ) -> Trainer:  # fmt: skip
         t = config.train
         precision, reason = resolve_precision(t.precision, device)
-        if t.deterministic:
-            torch.use_deterministic_algorithms(True)
+        configure_kernels(device, t.deterministic)
         splits = choose_splits(config, store)
         notes = [line for line in (crop_warning(config, store),) if line]
+        if store.meta.get("image_format") == "jpeg":
+            notes.append(f"JPEG store decoded by {jpeg_decoder()[0]}")
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         model = custom if custom is not None else build_for_run(config, len(store.classes), store.channels)
         normalization = None
@@ -568,15 +574,11 @@ def _final_line(what: str, r: dict) -> str:
     )
 
 
-def _open_store(config: RunConfig, dist: DistInfo) -> Store:
-    """Rank 0 prepares the data (if needed) while the others wait, then all open the same store;
-    seen with only ``data.classes`` when they are named. At least two classes."""
+def _open_store(config: RunConfig, main: bool = True) -> Store:
+    """The run's data (prepared on first use), seen with only ``data.classes`` when they are named.
+    At least two classes."""
     d = config.data
-    if dist.is_main:
-        store = open_data(d.source, size=d.size, workers=d.workers)
-    barrier(dist)
-    if not dist.is_main:
-        store = open_data(d.source, size=d.size, progress=False)
+    store = open_data(d.source, size=d.size, workers=d.workers, progress=main)
     if d.classes:
         store = store.select(d.classes)
     if len(store.classes) < 2:
@@ -642,10 +644,10 @@ def train_one_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        with torch.no_grad():
-            right = (logits.argmax(1) == labels).sum()
-            count = torch.tensor(float(len(labels)), dtype=torch.float64, device=device)
-            sums += torch.stack([loss.detach().double() * len(labels), right.double(), count])
+        with torch.no_grad():  # on the device, read once per epoch: no host sync in the step
+            sums[0] += loss.detach().double() * len(labels)
+            sums[1] += (logits.argmax(1) == labels).sum()
+            sums[2] += len(labels)  # a Python number: a kernel argument, not a copy
         step += 1
         if log is not None:
             now = time.perf_counter()
