@@ -12,13 +12,15 @@ similar span. The one-time rate of ``prepare`` is printed too.
         [--device cpu|cuda] [--format raw|jpeg] [--quality 90]
 
 With ``--format jpeg`` it also prepares a JPEG store (``alexnet prepare --format jpeg``) and times
-decode + the same augmentation from it (a thread pool of decode_jpeg on the CPU, nvJPEG with
-``--device cuda``) beside the raw store and the baseline, and prints the bytes per image of each.
+decode + the same augmentation from it with each JPEG decoder, TorchCodec and torchvision.io (a
+thread pool on the CPU, nvJPEG with ``--device cuda``), beside the raw store and the baseline, and
+prints the bytes per image of each. Rates are also given per CPU core.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from alexnet import AlexNetError
 from alexnet.data import (
     IMAGENET_EIGVALS,
     IMAGENET_EIGVECS,
@@ -38,6 +41,7 @@ from alexnet.data import (
     open_store,
     prepare,
 )
+from alexnet.data.jpeg import DECODER_ENV, jpeg_decoder
 from alexnet.data.transforms import Normalization
 
 BATCH = 128
@@ -121,30 +125,47 @@ def main() -> None:
         if args.format == "jpeg":
             jpeg_summary = prepare(root, Path(tmp) / "jpeg", workers=WORKERS, progress=False,
                                    image_format="jpeg", quality=args.quality)  # fmt: skip
-            jpeg_split = next(iter(open_store(Path(tmp) / "jpeg").splits.values()))
-            ours_jpeg = our_rate(jpeg_split, same, args.epochs, device)
+            ours_jpeg = {}
+            for decoder in ("torchcodec", "torchvision"):  # each library on the same store
+                os.environ[DECODER_ENV] = decoder
+                jpeg_decoder.cache_clear()
+                try:
+                    name = jpeg_decoder()[0]
+                except AlexNetError as exc:  # TorchCodec not installed
+                    print(f"  ({exc})")
+                    continue
+                jpeg_split = next(iter(open_store(Path(tmp) / "jpeg").splits.values()))
+                ours_jpeg[name] = our_rate(jpeg_split, same, args.epochs, device)
+            os.environ.pop(DECODER_ENV, None)
+            jpeg_decoder.cache_clear()
 
     print(
         f"data pipeline, {n_images} images of {root} at full resolution, batch {BATCH}, {WORKERS} cores, "
         f"augmentation on {device}"
     )
+    per = f"img/s per core ({WORKERS} cores)"
     print(f"  prepare (one time, {WORKERS} workers):                 {summary.images_per_second:8.0f} img/s")
-    print(f"  baseline ImageFolder+PIL, DataLoader {WORKERS} workers:       {base:8.0f} img/s")
-    print(f"  ours, store + batched aug (224, flip, mean/std):   {ours:8.0f} img/s")
-    print(f"  ours, paper aug (227, flip, PCA lighting, mean image): {ours_paper:8.0f} img/s")
+    print(f"  baseline ImageFolder+PIL, DataLoader {WORKERS} workers:       {base:8.0f} img/s, "
+          f"{base / WORKERS:.0f} {per}")  # fmt: skip
+    rate = f"{ours:8.0f} img/s, {ours / WORKERS:.0f} {per}"
+    print(f"  ours, raw store + batched aug (224, flip, mean/std):   {rate}")
+    print(f"  ours, paper aug (227, flip, PCA lighting, mean image): {ours_paper:8.0f} img/s, "
+          f"{ours_paper / WORKERS:.0f} {per}")  # fmt: skip
     print(
         f"per-epoch speedup over the baseline: {ours / base:.1f}× (same augmentation), "
         f"{ours_paper / base:.1f}× (paper's)"
     )
     if args.format == "jpeg":
         raw_bytes = summary.size * summary.size * 3
-        decoder = "nvJPEG" if device.type == "cuda" else f"decode_jpeg on {WORKERS} threads"
+        where = "nvJPEG" if device.type == "cuda" else f"on {WORKERS} threads"
         print(f"  JPEG store q{args.quality}: prepare {jpeg_summary.images_per_second:.0f} img/s "
               f"(decode, resize, encode), {jpeg_summary.bytes_per_image:,.0f} bytes/image against "
               f"{raw_bytes:,} raw "
               f"({raw_bytes / jpeg_summary.bytes_per_image:.1f}× smaller)")  # fmt: skip
-        print(f"  ours, JPEG store ({decoder}) + batched aug (224, flip, mean/std): {ours_jpeg:8.0f} img/s")
-        print(f"JPEG against raw: {ours_jpeg / ours:.2f}×; against the baseline: {ours_jpeg / base:.1f}×")
+        for name, rate in ours_jpeg.items():
+            print(f"  ours, JPEG store decoded by {name} ({where}) + batched aug (224, flip, mean/std): "
+                  f"{rate:8.0f} img/s, {rate / WORKERS:.0f} {per}; {rate / ours:.2f}× raw, "
+                  f"{rate / base:.1f}× the baseline")  # fmt: skip
 
 
 if __name__ == "__main__":

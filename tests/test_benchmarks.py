@@ -1,5 +1,8 @@
 """What the benchmark scripts count and time, checked where it can be exact (no timings asserted)."""
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ from alexnet import build_model
 from alexnet.models.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
 
 
 @pytest.fixture
@@ -39,3 +43,23 @@ def test_the_kernel_bound_times_each_convolution_and_matmul_of_the_paper_net_at_
     times = train_step.kernel_times("paper", 227, 2, torch.device("cpu"), "fp32")
     assert list(times) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
     assert all(t > 0 for t in times.values())
+
+
+def test_the_gpu_check_dry_run_runs_what_a_cpu_can_and_says_why_it_skips_the_rest(tmp_path):
+    # the whole --dry-run also runs the CUDA test files and train_step.py, which the suite runs anyway
+    only = ("environment,fp16 LRN,end to end from a JPEG store,two towers,nvJPEG under memory churn,"
+            "DDP with NCCL,host syncs in a step")  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "--dry-run", "--out", str(tmp_path), "--only", only],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    checks = json.loads((tmp_path / "gpu_check.json").read_text())["checks"]
+    assert {n: c["status"] for n, c in checks.items()} == {
+        "environment": "ok", "fp16 LRN": "ok", "end to end from a JPEG store": "ok", "two towers": "ok",
+        "nvJPEG under memory churn": "skipped", "DDP with NCCL": "skipped", "host syncs in a step": "skipped",
+    }  # fmt: skip
+    assert checks["fp16 LRN"]["result"]["max_relative_error"] < 2e-3
+    assert checks["two towers"]["result"]["cpu,cpu"]["train_img_per_s"] > 0
+    assert "needs two GPUs" in checks["DDP with NCCL"]["why"]
+    assert "| end to end from a JPEG store | ok |" in (tmp_path / "gpu_check.md").read_text()

@@ -184,7 +184,7 @@ def test_a_diverged_run_is_recorded_not_raised_and_not_retried(tiny_store, tmp_p
 def test_experiment_list_and_an_unknown_name(capsys):
     assert main(["experiment", "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    names = ["relu-tanh", "ablate", "towers", "init", "sweep", "compare"]
+    names = ["relu-tanh", "ablate", "towers", "init", "sweep", "compare", "transfer"]
     assert [line.split()[0] for line in lines] == names
     assert main(["experiment", "fig9", "--data", "x"]) == 2
     err = capsys.readouterr().err.strip()

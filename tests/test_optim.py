@@ -80,3 +80,24 @@ def test_discrete_rate_changes_are_announced():
     assert Schedule(ScheduleConfig(name="cosine", warmup_epochs=1), 0.02, 5, 15).describe() == (
         "learning rate 0.02: cosine down to 0 by epoch 15, after a linear warm-up from 0 over 1 epochs"
     )
+
+
+def test_the_plateau_rule_waits_while_validation_sits_at_the_class_prior():
+    # 10 balanced classes: always answering one of them is 90 % wrong. Stuck there (the paper's
+    # init on small data), the rule used to read a flat error as a plateau and cut the rate.
+    waiting = Schedule(ScheduleConfig(name="plateau", patience=1), 0.01, 10, 90, prior_error=90.0)
+    assert [waiting.end_epoch(e, err) for e, err in enumerate([90.0, 90.0, 89.5, 90.0, 90.0])] == [None] * 5
+    assert waiting.drops == 0 and waiting.lr(5, 0) == 0.01
+    assert waiting.end_epoch(5, 85.0) is None  # left the prior (by more than a point): the rule starts
+    waiting.end_epoch(6, 85.5)
+    assert "drop 1 of 3" in waiting.end_epoch(7, 86.0)  # and drops as before
+    restored = Schedule(ScheduleConfig(name="plateau", patience=1), 0.01, 10, 90, prior_error=90.0)
+    restored.load_state_dict(waiting.state_dict())
+    assert restored.learning and restored.drops == 1
+    # switched off, or with no prior known, it is the rule as it was
+    eager = Schedule(
+        ScheduleConfig(name="plateau", patience=1, wait_for_learning=False), 0.01, 10, 90, prior_error=90.0
+    )
+    eager.end_epoch(0, 90.0)
+    eager.end_epoch(1, 90.0)
+    assert "drop 1 of 3" in eager.end_epoch(2, 90.0)

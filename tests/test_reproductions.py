@@ -94,6 +94,42 @@ def test_a_sweep_runs_one_value_per_run(store, tmp_path, monkeypatch):
     assert [v.sets["train.epochs"] for v in epochs.variants] == ["1", "2"]
 
 
+def test_compare_and_sweep_report_val_on_a_train_val_folder(tmp_path, monkeypatch, capsys):
+    # PyTorch's tutorial's layout: train/ and val/, no test/ ("store has no split 'test'" before)
+    from conftest import cifar_slice
+
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+    src = cifar_slice(tmp_path / "photos", {"train": 12})
+    for folder in sorted((src / "train").iterdir())[:3]:  # three classes: train 8, val 4 each
+        (src / "val" / folder.name).mkdir(parents=True)
+        for f in sorted(folder.iterdir())[8:]:
+            f.rename(src / "val" / folder.name / f.name)
+    for folder in sorted((src / "train").iterdir())[3:]:
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
+    common = [
+        "--data",
+        str(src),
+        "--epochs",
+        "1",
+        "--set",
+        "train.precision=fp32",
+        "--set",
+        "train.batch_size=8",
+    ]
+    assert main(["experiment", "compare", "--models", "alexnet,resnet18", "--input-size", "64",
+                 "--out", str(tmp_path / "compare"), *common]) == 0  # fmt: skip
+    assert main(["experiment", "sweep", "--param", "lr", "--values", "0.01,0.02",
+                 "--out", str(tmp_path / "sweep"), *common]) == 0  # fmt: skip
+    for name in ("compare", "sweep"):
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        assert results["prelude"]["reported_split"] == "val"
+        assert {r["final_split"] for r in results["runs"]} == {"val"}
+        report = (tmp_path / name / "report.md").read_text()
+        assert "Accuracy and loss are on its val split (it has no test split)." in report
+
+
 def test_the_paddle_preset_is_the_tutorials_setup():
     from alexnet.recipe import build_for_run
     from alexnet.train.optim import make_optimizer

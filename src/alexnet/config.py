@@ -201,6 +201,11 @@ class ScheduleConfig:
     factor: float = rule(0.1, "in (0, 1)", lambda v: 0 < v < 1, "§5: divide by 10")
     patience: int = rule(2, *at_least(0, " epochs"), "plateau: epochs without a better validation error")
     max_drops: int = rule(3, *at_least(0), "§5: reduced three times prior to termination")
+    wait_for_learning: bool = rule(
+        True,
+        doc="plateau: count no plateau while validation sits at the class prior (the error of always "
+        "answering the most common class): the paper lowered the rate after learning had begun",
+    )
     step_size: int = rule(30, *at_least(1, " epoch"), "step: epochs between drops")
     warmup_epochs: float = rule(0.0, *at_least(0), "linear warm-up from 0, in epochs")
     min_lr: float = rule(0.0, *at_least(0), "cosine floor")
@@ -653,7 +658,8 @@ def describe(config: RunConfig) -> str:
     decay = f"weight decay {o.weight_decay:g}{'' if o.bias_decay else ' (weights only, not biases)'}"
     schedule = {
         "plateau": f"÷{1 / s.factor:g} on a validation plateau (patience {s.patience}) "
-        f"at most {s.max_drops} times",
+        f"at most {s.max_drops} times"
+        + (", once validation has left the class prior" if s.wait_for_learning else ""),
         "step": f"÷{1 / s.factor:g} every {s.step_size} epochs",
         "cosine": f"cosine to {s.min_lr:g}",
         "constant": "constant rate",

@@ -194,7 +194,8 @@ def _check_meta(meta, meta_path: Path) -> None:
             raise bad(
                 f"'pca' has eigvals of shape {eigvals.shape} and eigvecs {eigvecs.shape}, not (3,) and (3, 3)"
             )
-        if not (np.isfinite(eigvals).all() and np.isfinite(eigvecs).all()) or (eigvals < 0).any():
+        # a covariance's smallest eigenvalue can come out a rounding error below 0 (a grey image set)
+        if not (np.isfinite(eigvals).all() and np.isfinite(eigvecs).all()) or (eigvals < -1e-6).any():
             raise bad("'pca' has eigenvalues or eigenvectors that are not finite (or negative eigenvalues)")
 
 

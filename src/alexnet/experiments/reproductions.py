@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..analysis import figures
+from ..data import open_data
 from ..errors import AlexNetError
 from ..models.registry import MODEL_DESCRIPTIONS, is_torchvision_classifier
-from .spec import Experiment, Metric, Variant
+from .spec import Experiment, Metric, Prelude, Variant
 from .studies import MACS, PARAMS, model_cost
 
 TEST_ACCURACY = Metric("test_accuracy", "test accuracy %")
@@ -23,8 +24,7 @@ TRAIN_LOSS = Metric("train_loss", "train loss (mean per image, last epoch)", 4)
 
 SWEEP_KEYS = {"epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "optim.lr"}
 BASE_BATCH = 64  # the sweeps' and the comparison's batch; the batch-size sweep's lr scales from it
-SMALL_DATA = {
-    "data.val_split": "test",  # the study's curves are on its test set, every epoch
+SMALL_DATA = {  # data.val_split: the data's test split, else its val split (the prelude below)
     "data.ten_crop": "false",
     "schedule.name": "constant",
     "train.batch_size": str(BASE_BATCH),
@@ -32,8 +32,8 @@ SMALL_DATA = {
 NOTES = (
     "Every run reads one store, prepared from the folder on first use (in $ALEXNET_CACHE/stores): no "
     "image is decoded again per run.",
-    "As in the study, the test split is evaluated after every epoch for the curves; nothing is chosen on "
-    "it (constant learning rate, the final model reported).",
+    "As in the study, the evaluated split is evaluated after every epoch for the curves; nothing is "
+    "chosen on it (constant learning rate, the final model reported).",
     "Train loss is the mean cross-entropy per image over the last epoch; the study's train losses "
     "(e.g. 13.41) look like sums over an epoch's batches.",
 )
@@ -92,7 +92,20 @@ def sweep(param: str | None = None, values: str | None = None, scale_lr: bool = 
             *((lr_note,) if param == "batch_size" else ()),
         ),
         figures=_curves_figure,
+        prelude=reported_split,
     )
+
+
+def reported_split(data: str, out: Path, sets: dict, progress, say) -> Prelude:
+    """The study reports (and plots every epoch) the data's test split; a folder with only train/
+    and val/ (PyTorch's tutorial's layout) is reported on val, and the report says which."""
+    splits = open_data(data).splits
+    name = "test" if "test" in splits else "val" if "val" in splits else None
+    if name is None:
+        raise AlexNetError(f"{data} has no test or val split to report on; give a folder with test/ or val/")
+    said = "its test split" if name == "test" else "its val split (it has no test split)"
+    return Prelude(sets={"data.val_split": name}, notes=(f"Accuracy and loss are on {said}.",),
+                   results={"reported_split": name})  # fmt: skip
 
 
 def compare(models: str | None = None, input_size: int | None = None) -> Experiment:
@@ -130,4 +143,5 @@ def compare(models: str | None = None, input_size: int | None = None) -> Experim
         ),
         per_run=model_cost,
         figures=_curves_figure,
+        prelude=reported_split,
     )

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -238,6 +239,13 @@ def choose_splits(config: RunConfig, store: Store) -> Splits:
     final = store.split("test") if "test" in store.splits else val
     limit = d.limit_val
     splits = Splits(train.evenly_spaced(d.limit_train), val.evenly_spaced(limit), final.evenly_spaced(limit))
+    present = np.unique(np.asarray(splits.train.labels)) if len(splits.train) else []
+    if 0 < len(present) < 2:
+        raise AlexNetError(
+            f"the training split of {store.root} holds images of one class only "
+            f"({store.classes[int(present[0])]}); a classifier needs at least two (check data.classes, "
+            f"data.limit_train, data.limit_per_class)"
+        )
     for role, split in (("training", splits.train), ("validation", splits.val), ("final", splits.final)):
         if len(split) == 0:
             hint = (
@@ -248,6 +256,12 @@ def choose_splits(config: RunConfig, store: Store) -> Splits:
             )
             raise AlexNetError(f"the {role} split ({split.name}) of {store.root} has no images; {hint}")
     return splits
+
+
+def prior_error(split: Split) -> float:
+    """The top-1 error (percent) of always answering the split's most common class."""
+    counts = np.bincount(np.asarray(split.labels))
+    return 100.0 * (1 - counts.max() / counts.sum())
 
 
 @dataclass
@@ -332,7 +346,7 @@ class Trainer:
             model,
             net,
             optimizer,
-            Schedule(config.schedule, config.optim.lr, len(train_loader), t.epochs),
+            Schedule(config.schedule, config.optim.lr, len(train_loader), t.epochs, prior_error(splits.val)),
             torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
             torch.Generator().manual_seed(t.seed + AUG_SEED_STRIDE * dist.rank),
             train_loader,

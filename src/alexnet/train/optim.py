@@ -89,6 +89,9 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     raise AlexNetError(f"unknown optimiser {cfg.name!r}; choose sgd, paper_sgd or adam")
 
 
+PRIOR_MARGIN = 1.0  # percentage points below the class prior's error that count as having left it
+
+
 class Schedule:
     """The learning rate at every step, and the plateau rule's state (drops so far, best error).
 
@@ -104,12 +107,22 @@ class Schedule:
     - ``warmup_epochs``: a linear ramp from 0 over that many epochs, before any of these.
     """
 
-    def __init__(self, cfg: ScheduleConfig, base_lr: float, steps_per_epoch: int, epochs: int):
+    def __init__(
+        self,
+        cfg: ScheduleConfig,
+        base_lr: float,
+        steps_per_epoch: int,
+        epochs: int,
+        prior_error: float | None = None,
+    ) -> None:
         self.cfg, self.base_lr = cfg, base_lr
         self.steps_per_epoch, self.epochs = max(1, steps_per_epoch), epochs
         self.drops = 0
         self.best = math.inf
         self.bad_epochs = 0
+        # The validation error of always answering the most common class (percent), and its margin:
+        # the plateau rule waits until validation has been clearly below it once (schedule.wait_for_learning)
+        self.prior_error, self.learning = prior_error, prior_error is None or not cfg.wait_for_learning
 
     def lr(self, epoch: int, step_in_epoch: int) -> float:
         cfg = self.cfg
@@ -135,7 +148,12 @@ class Schedule:
         cfg = self.cfg
         rule = {
             "plateau": f"÷{1 / cfg.factor:g} after {cfg.patience + 1} epochs without a better validation "
-            f"error, at most {cfg.max_drops} times",
+            f"error, at most {cfg.max_drops} times"
+            + (
+                f", once validation is below the class prior's {self.prior_error:.2f} % error"
+                if cfg.wait_for_learning and self.prior_error is not None
+                else ""
+            ),
             "step": f"÷{1 / cfg.factor:g} every {cfg.step_size} epochs",
             "cosine": f"cosine down to {cfg.min_lr:g} by epoch {self.epochs}",
             "constant": "constant",
@@ -162,6 +180,10 @@ class Schedule:
         """Feed the epoch's validation error; returns a message when the plateau rule drops the rate."""
         if self.cfg.name != "plateau" or not math.isfinite(val_error):
             return None
+        if not self.learning:  # §5's drops came after learning had begun, never during the first plateau
+            if val_error > self.prior_error - PRIOR_MARGIN:
+                return None
+            self.learning = True
         if val_error < self.best:
             self.best, self.bad_epochs = val_error, 0
             return None
@@ -179,7 +201,12 @@ class Schedule:
         return None
 
     def state_dict(self) -> dict:
-        return {"drops": self.drops, "best": self.best, "bad_epochs": self.bad_epochs}
+        return {
+            "drops": self.drops,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "learning": self.learning,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.drops, self.best, self.bad_epochs = (
@@ -187,3 +214,4 @@ class Schedule:
             float(state["best"]),
             int(state["bad_epochs"]),
         )
+        self.learning = bool(state.get("learning", True))  # checkpoints from before the rule waited
