@@ -9,7 +9,7 @@ from conftest import slice_store
 from alexnet.cli import main
 from alexnet.errors import DivergedError
 from alexnet.experiments import Experiment, Metric, Variant, run_experiment
-from alexnet.experiments import framework as framework_module
+from alexnet.experiments import runs as runs_module
 from alexnet.experiments.stats import (
     crossing,
     difference_interval,
@@ -141,13 +141,13 @@ def test_an_experiment_reports_every_variant_and_seed_and_resumes_without_redoin
     (out / "runs" / "relu" / "seed1" / "final.json").unlink()
     finished = (out / "runs" / "relu" / "seed0" / "final.json").stat().st_mtime_ns
     calls = []
-    real_fit = framework_module.fit
+    real_fit = runs_module.fit
 
     def spy(config, *, resume=False, progress=None):
         calls.append((config.train.out, resume))
         return real_fit(config, resume=resume, progress=False)
 
-    monkeypatch.setattr(framework_module, "fit", spy)
+    monkeypatch.setattr(runs_module, "fit", spy)
     again = run_experiment(tiny(), str(tiny_store), out, say=said.append)
     assert sorted(calls) == [
         (str(out / "runs" / "relu" / "seed1"), True),
@@ -170,7 +170,7 @@ def test_a_diverged_run_is_recorded_not_raised_and_not_retried(tiny_store, tmp_p
         calls.append(config.train.out)
         raise DivergedError("the loss became NaN or infinite in epoch 1 (by step 3); stopped. No checkpoint")
 
-    monkeypatch.setattr(framework_module, "fit", diverging)
+    monkeypatch.setattr(runs_module, "fit", diverging)
     out = tmp_path / "exp"
     results = run_experiment(tiny(False), str(tiny_store), out, seeds=1, say=lambda _: None)
     assert len(calls) == 2 and all(r["diverged"].startswith("the loss became NaN") for r in results["runs"])

@@ -16,6 +16,7 @@ from alexnet.data.prepare import read_skipped
 from alexnet.data.sources import class_names
 
 prepare_module = importlib.import_module("alexnet.data.prepare")  # the package exports the function
+shards_module = importlib.import_module("alexnet.data.shards")
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
@@ -118,29 +119,26 @@ def test_interrupted_prepare_leaves_nothing_that_loads_and_rerun_is_safe(tmp_pat
         (src / "train" / cls).mkdir(parents=True)
         for i in range(3):
             _solid(src / "train" / cls / f"{i}.png", (i * 40, 0, 0))
-    real = prepare_module._decode_chunk
-    calls = []
+    monkeypatch.setattr(shards_module, "shard_ranges", lambda count, size: [(i, i + 1) for i in range(count)])
+    real, calls = shards_module.run_shard, []
 
     def dying(job):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:
             raise KeyboardInterrupt  # Ctrl-C half-way
         return real(job)
 
-    monkeypatch.setattr(prepare_module, "_decode_chunk", dying)
-
-    def one_per_chunk(split, size, workers, stats):
-        pairs = zip(split.files, split.labels, strict=True)
-        return map(dying, [([str(p)], [label], size, stats) for p, label in pairs])
-
-    monkeypatch.setattr(prepare_module, "_folder_chunks", one_per_chunk)
-    with pytest.raises(KeyboardInterrupt):
-        prepare(src, tmp_path / "out", size=8, workers=1, progress=False)
+    with monkeypatch.context() as m:
+        m.setattr(shards_module, "run_shard", dying)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(src, tmp_path / "out", size=8, workers=1, progress=False)
     assert not (tmp_path / "out").exists() and not is_store(tmp_path / "out")
-    assert not (tmp_path / ".out.partial").exists()
-    monkeypatch.undo()
+    assert len(list((tmp_path / ".out.partial" / "shards" / "train").glob("*.npz"))) == 2  # kept for later
+    done = []
+    monkeypatch.setattr(shards_module, "run_shard", lambda job: done.append(job[0]) or real(job))
     summary = prepare(src, tmp_path / "out", size=8, workers=1, progress=False)
-    assert summary.counts == {"train": 6}
+    assert summary.counts == {"train": 6} and done == [2, 3, 4, 5]  # only the shards not yet done
+    assert not (tmp_path / ".out.partial").exists()
     again = prepare(src, tmp_path / "out", size=8, progress=False)
     assert again.reused and "already prepared" in again.line()
     rebuilt = prepare(src, tmp_path / "out", size=8, workers=1, progress=False, force=True)

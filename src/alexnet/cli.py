@@ -496,6 +496,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, help="compare: input side in pixels (default 224)")
     p.add_argument("--per-class", type=int, help="transfer: training images per target class (default 100)")
     p.add_argument("--source-epochs", type=int, help="transfer: epochs of the source model (default 15)")
+    p.add_argument(
+        "--launcher",
+        default="sequential",
+        help="how the runs are dispatched: sequential (one after another here, the default), local "
+        "(--jobs processes), ray (tasks on a Ray cluster) or slurm (a job array, via submitit)",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="local: runs at a time (the CPU threads split)")
+    p.add_argument("--ray-address", help="ray: the cluster to join (default: a Ray instance here)")
+    p.add_argument("--partition", help="slurm: the partition to submit to")
+    p.add_argument("--time-min", type=int, default=120, help="slurm: each run's time limit, minutes")
+    p.add_argument("--gpus-per-run", type=int, default=0, help="ray and slurm: GPUs per run (default 0)")
+    p.add_argument("--cpus-per-run", type=int, help="ray and slurm: CPUs per run (default: a node's)")
     p.set_defaults(func=_cmd_experiment)
     return parser
 
@@ -504,6 +516,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     import shlex
 
     from .experiments import describe, experiment, run_experiment
+    from .experiments.launchers import Launch
 
     if args.list:
         print("\n".join(describe()))
@@ -520,8 +533,11 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         )
     out = args.out or f"runs/experiment-{args.name}"
     command = "alexnet " + " ".join(shlex.quote(a) for a in args.argv)
+    how = Launch(args.launcher, jobs=args.jobs, address=args.ray_address, partition=args.partition,
+                 time_min=args.time_min, gpus_per_run=args.gpus_per_run,
+                 cpus_per_run=args.cpus_per_run)  # fmt: skip
     results = run_experiment(study, args.data, out, seeds=args.seeds, epochs=args.epochs,
-                             sets=_parse_sets(args.set), command=command)  # fmt: skip
+                             sets=_parse_sets(args.set), command=command, how=how)  # fmt: skip
     print(f"{out}/report.md: {len(results['runs'])} runs of {len(results['variants'])} variants")
     return 0
 

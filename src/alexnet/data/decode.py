@@ -7,6 +7,7 @@ the files they are given, so a new photo is prepared exactly as the training ima
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterable
@@ -66,15 +67,24 @@ def square(image: Image.Image, size: int, channels: int = 3) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).reshape(size, size, channels)
 
 
-def decode(path: str | Path, size: int, channels: int = 3) -> np.ndarray | str:
-    """The image at ``path`` as uint8 [size, size, channels], or the reason it cannot be used."""
+def decode(path: str | Path | bytes, size: int, channels: int = 3) -> np.ndarray | str:
+    """The image at ``path`` (or in these bytes: an archive's member) as uint8 [size, size,
+    channels], or the reason it cannot be used."""
     try:
-        if os.path.getsize(path) == 0:
+        if isinstance(path, bytes):
+            if not path:
+                return "empty file (0 bytes)"
+            source = io.BytesIO(path)
+        elif os.path.islink(path) and not os.path.exists(path):
+            return "a broken symbolic link"
+        elif os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
+        else:
+            source = path
         with warnings.catch_warnings():
             # Between 1× and 2× Pillow's limit Pillow only warns; treat it like the error above 2×.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 if image.format == "JPEG":
                     image.draft(image.mode, (size, size))  # decode at a reduced scale still ≥ size
                 return square(image, size, channels)

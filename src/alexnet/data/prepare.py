@@ -13,13 +13,10 @@ Python ``Dataset``s the same way.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
+import io
 import json
-import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -33,9 +30,12 @@ from tqdm import tqdm
 
 from ..errors import AlexNetError
 from ..fileio import exclusive, first_line, replace_folder, reporting_write_errors
-from .decode import decode, resize_center_crop, square
+from .decode import resize_center_crop, square
+from .imagenet import read_member
 from .jpeg import DEFAULT_QUALITY, JpegWriter
-from .sources import ArraySplit, DatasetSplit, FolderSplit, Source, resolve_source
+from .shards import write_split
+from .source import ArchiveSplit, ArraySplit, DatasetSplit, FolderSplit, Source
+from .sources import resolve_source
 from .stats import PixelStats, merge
 from .store import (
     META_FILE,
@@ -62,6 +62,8 @@ class PrepareSummary:
     skipped_files: dict[str, Path] = field(default_factory=dict)
     encoded_bytes: int | None = None  # a JPEG store: the bytes of all its images
     quality: int | None = None
+    workers: int = 1  # decoding processes
+    resumed: int = 0  # images an earlier, interrupted prepare had done (not counted in the rate)
 
     @property
     def bytes_per_image(self) -> float | None:
@@ -70,7 +72,7 @@ class PrepareSummary:
 
     @property
     def images_per_second(self) -> float:
-        total = sum(self.counts.values()) + sum(self.skipped.values())
+        total = sum(self.counts.values()) + sum(self.skipped.values()) - self.resumed
         return total / self.seconds if self.seconds > 0 else float("inf")
 
     def line(self) -> str:
@@ -86,9 +88,11 @@ class PrepareSummary:
         if self.bytes_per_image is not None:
             raw = self.size * self.size * 3
             jpeg = f", JPEG q{self.quality}: {self.bytes_per_image:,.0f} bytes/image (raw {raw:,})"
+        resumed = f", {self.resumed:,} of them done by an earlier run" if self.resumed else ""
         return (
             f"prepared {self.out}: {parts} images, {self.size}×{self.size}{skipped}{jpeg}; "
-            f"{self.seconds:.1f} s, {self.images_per_second:,.0f} img/s"
+            f"{self.seconds:.1f} s, {self.images_per_second:,.0f} img/s "
+            f"({self.images_per_second / self.workers:,.0f} per worker, {self.workers} workers){resumed}"
         )
 
 
@@ -98,24 +102,6 @@ class _Chunk:
     labels: list[int]
     skipped: list[tuple[str, str]]
     stats: PixelStats | None
-
-
-def _decode_chunk(job: tuple[list[str], list[int], int, bool]) -> _Chunk:
-    paths, labels, size, with_stats = job
-    images, kept, skipped = [], [], []
-    for path, label in zip(paths, labels, strict=True):
-        result = (
-            "a broken symbolic link"
-            if os.path.islink(path) and not os.path.exists(path)
-            else decode(path, size)
-        )
-        if isinstance(result, str):
-            skipped.append((path, result))
-        else:
-            images.append(result)
-            kept.append(label)
-    array = np.stack(images) if images else np.empty((0, size, size, 3), np.uint8)
-    return _Chunk(array, kept, skipped, PixelStats.of(array) if with_stats and images else None)
 
 
 # ---------------------------------------------------------------------------- the store
@@ -130,7 +116,14 @@ def _auto_size(source: Source) -> int:
     if isinstance(split, DatasetSplit):
         image = _dataset_image(split.dataset[0][0], 0)
         return min(image.size) if max(image.size) < DEFAULT_SIZE else DEFAULT_SIZE
-    for path in split.files[:16]:
+    if isinstance(split, ArchiveSplit):
+        handles: dict = {}
+        where = [split.archives[k] for k in split.where[:16]]
+        members = zip(where, split.offsets[:16], split.sizes[:16], strict=False)
+        first = [io.BytesIO(read_member(w, int(o), int(n), handles)) for w, o, n in members]
+    else:
+        first = split.files[:16]
+    for path in first:
         try:
             with Image.open(path) as image:
                 w, h = image.size
@@ -232,11 +225,27 @@ def prepare(
         workers = max(1, workers or os.cpu_count() or 1)
         started = time.perf_counter()
         partial = out.parent / f".{out.name}.partial"
+        # What an interrupted prepare of the same source, size and format finished is kept and
+        # continued (its shards); anything else it left is removed. The lock is ours.
+        plan = {"source": src.description, "fingerprint": src.fingerprint, "size": size,
+                "format": image_format, "quality": quality, "version": STORE_VERSION}  # fmt: skip
         with reporting_write_errors(out):
-            shutil.rmtree(partial, ignore_errors=True)  # what an interrupted run left (the lock is ours)
-            partial.mkdir(parents=True)
+            if src.fingerprint is None or _read_plan(partial) != plan:
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir(parents=True)
+                (partial / PLAN_FILE).write_text(json.dumps(plan))
             encoding = (image_format, quality)
             return _build(src, out, partial, size, workers, progress, started, encoding)
+
+
+PLAN_FILE = "plan.json"  # in the partial folder: what is being prepared, for a resumed run to check
+
+
+def _read_plan(partial: Path) -> dict | None:
+    try:
+        return json.loads((partial / PLAN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def prepare_dataset(
@@ -362,10 +371,17 @@ def _build(
     try:
         for name, split in src.splits.items():
             split_dir = partial / name
-            split_dir.mkdir()
-            stats = _write_split(
-                split, split_dir, size, workers, name == "train", bar, encoding, len(src.classes)
-            )
+            split_dir.mkdir(exist_ok=True)
+            if isinstance(split, (FolderSplit, ArchiveSplit)):  # in shards a later run can continue
+                shards = partial / "shards" / name
+                stats = write_split(split, split_dir, shards, size, workers, name == "train", bar, encoding)
+                listed = stats.pop("skipped")
+                write_skipped(split_dir / SKIPPED_FILE, listed)
+                stats["skipped"] = len(listed)
+            else:
+                stats = _write_split(
+                    split, split_dir, size, workers, name == "train", bar, encoding, len(src.classes)
+                )
             count, n_skipped, channels = stats.pop("count"), stats.pop("skipped"), stats.pop("channels")
             meta["channels"] = channels
             meta["splits"][name] = {"count": count, "skipped": n_skipped}
@@ -376,21 +392,28 @@ def _build(
             counts[name], skipped[name] = count, n_skipped
             skipped_files[name] = out / name / SKIPPED_FILE
         (partial / META_FILE).write_text(json.dumps(meta, indent=1))
+        shutil.rmtree(partial / "shards", ignore_errors=True)  # the store is whole: its shards are done
+        (partial / PLAN_FILE).unlink()
     except BaseException:
         bar.close()
-        shutil.rmtree(partial, ignore_errors=True)
+        if not (partial / PLAN_FILE).is_file() or src.fingerprint is None:
+            shutil.rmtree(partial, ignore_errors=True)  # nothing a later run could continue
         raise
     bar.close()
     replace_folder(partial, out)
     encoded = [info["bytes"] for info in meta["splits"].values() if "bytes" in info]
     return PrepareSummary(
         out, size, counts, skipped, time.perf_counter() - started, skipped_files=skipped_files,
-        encoded_bytes=sum(encoded) if encoded else None, quality=meta.get("quality"),
+        encoded_bytes=sum(encoded) if encoded else None, quality=meta.get("quality"), workers=workers,
+        resumed=bar.resumed,
     )  # fmt: skip
 
 
 def _progress(total: int, enabled: bool):
-    return tqdm(total=total, unit="img", desc="prepare", disable=not enabled or not sys.stderr.isatty())
+    """A bar with images/s and the time left (tqdm's); ``resumed`` counts what earlier runs did."""
+    bar = tqdm(total=total, unit="img", desc="prepare", disable=not enabled or not sys.stderr.isatty())
+    bar.resumed = 0
+    return bar
 
 
 def _write_split(
@@ -401,14 +424,10 @@ def _write_split(
         chunks = _array_chunks(split, size, with_stats)
         channels = split.images.shape[-1]
         capacity = len(split.labels)
-    elif isinstance(split, DatasetSplit):
+    else:
         channels = _dataset_channels(split)
         chunks = _dataset_chunks(split, size, channels, classes, with_stats)
         capacity = len(split.dataset)
-    else:
-        chunks = _folder_chunks(split, size, workers, with_stats)
-        channels = 3
-        capacity = len(split.files)
     writer = JpegWriter(split_dir, encoding[1], workers) if encoding[0] == "jpeg" else None
     path = split_dir / "images.npy"
     if writer is None:
@@ -465,34 +484,6 @@ def read_skipped(path: Path) -> list[tuple[str, str]]:
     """What ``write_skipped`` wrote: (path, reason) pairs."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [(row["path"], row["reason"]) for row in rows]
-
-
-def _folder_chunks(split: FolderSplit, size: int, workers: int, with_stats: bool):
-    per_chunk = max(8, min(512, (1 << 21) // (size * size * 3)))  # about 2 MB of pixels per chunk
-    paths = [str(p) for p in split.files]
-    jobs = [
-        (paths[i : i + per_chunk], list(split.labels[i : i + per_chunk]), size, with_stats)
-        for i in range(0, len(paths), per_chunk)
-    ]
-    if workers == 1 or len(jobs) == 1:
-        yield from map(_decode_chunk, jobs)
-        return
-    # fork on Linux: workers use only Pillow and numpy, and start in milliseconds.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers, initializer=_quiet_worker) as pool:
-        yield from pool.imap(_decode_chunk, jobs)
-
-
-PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies (Linux)
-
-
-def _quiet_worker() -> None:
-    """A decoding worker leaves Ctrl-C to the parent (which ends the pool) and dies with it: a
-    killed ``prepare`` must not leave workers printing BrokenPipe tracebacks."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(AttributeError, OSError):
-            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _array_chunks(split: ArraySplit, size: int, with_stats: bool):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,9 @@ import numpy as np
 from ..errors import AlexNetError
 from ..fileio import first_line
 from .decode import IMAGE_EXTENSIONS
+from .imagenet import is_kaggle, is_official, kaggle_source, official_source
 from .samples import SAMPLES, sample_store_path
+from .source import ArraySplit, FolderSplit, Source, array_fingerprint, folder_fingerprint
 from .store import open_store
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -25,49 +26,6 @@ TORCHVISION_SETS = {
     "mnist": ("MNIST", "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"),
     "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"),
 }
-
-
-@dataclass(frozen=True)
-class FolderSplit:
-    """One split of an ImageFolder tree: every file of every class folder, with its label."""
-
-    root: Path
-    files: tuple[Path, ...]
-    labels: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class ArraySplit:
-    """One split already in memory as uint8 [N, H, W, C] (torchvision's CIFAR and MNIST)."""
-
-    images: np.ndarray
-    labels: np.ndarray
-
-
-@dataclass(frozen=True)
-class DatasetSplit:
-    """One split held by a map-style ``torch.utils.data.Dataset`` of (image, label) pairs."""
-
-    dataset: object
-
-    @property
-    def labels(self) -> range:  # what the progress bar counts: one per item
-        return range(len(self.dataset))
-
-
-@dataclass(frozen=True)
-class Source:
-    """A data set before preparation: its splits, class folder ids and human-readable class names.
-
-    ``fingerprint`` identifies its content (every file's name, size and modification time, or the
-    arrays' bytes): a store prepared from it is reused only while the fingerprint is the same.
-    """
-
-    description: str
-    splits: dict[str, FolderSplit | ArraySplit | DatasetSplit]
-    class_ids: tuple[str, ...]
-    classes: tuple[str, ...]
-    fingerprint: str | None = None
 
 
 def default_cache_dir() -> Path:
@@ -154,31 +112,7 @@ def folder_source(root: Path) -> Source:
         ids = split_ids
         splits[name] = split
     assert ids is not None
-    return Source(str(root.resolve()), splits, ids, class_names(ids), _folder_fingerprint(root, splits))
-
-
-def _folder_fingerprint(root: Path, splits: dict) -> str:
-    """What identifies a folder's content without reading it: each file's path, size and time."""
-    digest = hashlib.sha256()
-    for split in splits.values():
-        for path in split.files:
-            try:
-                st = path.stat()
-                stamp = f"{st.st_size}:{st.st_mtime_ns}"
-            except OSError:  # a dangling link: its target's name is what there is
-                stamp = "missing"
-            digest.update(f"{os.fsencode(path.relative_to(root)).hex()}\t{stamp}\n".encode())
-    return digest.hexdigest()[:16]
-
-
-def array_fingerprint(splits: dict) -> str:
-    """The fingerprint of in-memory splits: their images' and labels' bytes."""
-    digest = hashlib.sha256()
-    for name, split in splits.items():
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(split.images).data)
-        digest.update(np.ascontiguousarray(split.labels, dtype=np.int64).data)
-    return digest.hexdigest()[:16]
+    return Source(str(root.resolve()), splits, ids, class_names(ids), folder_fingerprint(root, splits))
 
 
 def torchvision_source(name: str, cache_dir: Path | None = None, download: bool = True) -> Source:
@@ -240,6 +174,10 @@ def resolve_source(spec: str | Path, cache_dir: Path | None = None) -> Source:
             f"{path} does not exist; give an ImageFolder root, a prepared store, "
             f"one of {', '.join(TORCHVISION_SETS)}, or {', '.join(SAMPLES)} (shipped with the package)"
         )
+    if path.is_dir() and is_official(path):  # ImageNet's archives, read in place
+        return official_source(path)
+    if path.is_dir() and is_kaggle(path):
+        return kaggle_source(path)
     return folder_source(path)
 
 

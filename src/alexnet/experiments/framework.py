@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, config_differences
-from ..errors import AlexNetError, DivergedError
+from ..config import RunConfig, to_dict
+from ..errors import AlexNetError
 from ..evaluate import evaluate_checkpoint
 from ..fileio import write_atomic
 from ..loading import resolve_run
 from ..runtime import cpu_flags
-from ..train import fit
 from ..train.run_dir import RunDir
+from .launchers import Launch, launch
 from .report import report_markdown
 from .spec import Experiment, Prelude, Variant, slug
 from .stats import crossing, difference_interval, mean_std, verdict
@@ -44,44 +44,6 @@ def run_config(
     values = {"train.epochs": str(epochs), **experiment.sets, **variant.sets, **(sets or {})}
     values.update({"data.source": data, "train.seed": str(seed), "train.out": str(out)})
     return resolve_run(experiment.preset, sets=values)
-
-
-def train_or_resume(config: RunConfig, progress: bool | None) -> str:
-    """Train the run of ``config`` unless it finished already; resume it if it started. Returns
-    what was done: ``reused``, ``resumed`` or ``trained``."""
-    root = Path(config.train.out)
-    saved = RunDir(root, writer=False).saved_config() if (root / "config.yaml").is_file() else None
-    if saved is not None:
-        differences = [d for d in config_differences(saved, config) if d[0] != "data.source"]
-        if saved.train.epochs != config.train.epochs and (root / "final.json").is_file():
-            differences.append(("train.epochs", saved.train.epochs, config.train.epochs))
-        if differences:
-            shown = "; ".join(f"{k}: {a!r} → {b!r}" for k, a, b in differences[:3])
-            raise AlexNetError(
-                f"{root} holds a run of another setup ({shown}); give the experiment another --out "
-                f"or the same options"
-            )
-        if (root / "final.json").is_file():
-            return "reused"
-    fit(config, resume=saved is not None, progress=progress)
-    return "resumed" if saved is not None else "trained"
-
-
-def _train_recording_divergence(config: RunConfig, progress, say) -> str | None:
-    """Train (or reuse) a run; a NaN stop is recorded in diverged.json and returned, not raised,
-    so a study of what cannot train (the paper's init) finishes and is not redone on resume."""
-    marker = Path(config.train.out) / "diverged.json"
-    if marker.is_file():
-        say("  diverged before: recorded")
-        return json.loads(marker.read_text())["reason"]
-    try:
-        if train_or_resume(config, progress) == "reused":
-            say("  finished before: reused")
-    except DivergedError as exc:
-        write_atomic(marker, json.dumps({"reason": str(exc)}))
-        say(f"  diverged: {exc}")
-        return str(exc)
-    return None
 
 
 def _diverged_record(root: Path, reason: str) -> dict:
@@ -161,33 +123,52 @@ def run_experiment(
     command: str = "",
     progress: bool | None = None,
     say: Callable[[str], None] = print,
+    how: Launch | None = None,
 ) -> dict:
-    """Train every (variant, seed) not yet finished, then write results.json, report.md and figures."""
+    """Train every (variant, seed) not yet finished, then write results.json, report.md and figures.
+
+    ``how``: the launcher that runs them (one after another here by default; local processes, Ray
+    or SLURM). The report is written once every run has finished, from the run directories alone;
+    runs that did not (failed, or busy in another launch) are named, and the command run again
+    finishes them.
+    """
     out = Path(out)
     seeds = seeds or experiment.seeds
     epochs = epochs or experiment.epochs
     sets = dict(sets or {})
+    how = how or Launch()
     prelude = experiment.prelude(data, out, sets, progress, say) if experiment.prelude else Prelude()
     run_sets = {**prelude.sets, **sets}  # the user's own win
-    picks = _tune(experiment, data, out, run_sets, progress, say) if experiment.tune else {}
-    records = []
-    trained = [v for v in experiment.variants if v.reevaluate is None]
-    for variant in trained:
+    picks = _tune(experiment, data, out, run_sets, progress, say, how) if experiment.tune else {}
+    planned = []  # (variant, seed, run directory, config)
+    for variant in (v for v in experiment.variants if v.reevaluate is None):
         extra = {experiment.tune.key: picks[variant.name]} if variant.name in picks else {}
         extra.update(prelude.variant_sets.get(variant.name, {}))
         for seed in range(seeds):
             root = out / "runs" / slug(variant.name) / f"seed{seed}"
-            config = run_config(experiment, variant, data, seed, epochs, root, {**run_sets, **extra})
-            say(f"[{experiment.name}] {variant.name}, seed {seed}: {root}")
-            record = {"variant": variant.name, "seed": seed, "run_dir": str(root.relative_to(out))}
-            diverged = _train_recording_divergence(config, progress, say)
-            if diverged is not None:
-                records.append({**record, **_diverged_record(root, diverged)})
-                continue
-            record.update(run_record(root, experiment.target))
-            if experiment.per_run:
-                record.update(experiment.per_run(root))
-            records.append(record)
+            planned.append((variant, seed, root, run_config(experiment, variant, data, seed, epochs, root,
+                                                            {**run_sets, **extra})))  # fmt: skip
+    say(f"[{experiment.name}] {len(planned)} runs under {out / 'runs'}")
+    statuses = launch([to_dict(c) for *_, c in planned], how, say)
+    unfinished = [(root, status) for (_, _, root, _), status in zip(planned, statuses, strict=True)
+                  if status.startswith(("failed", "busy"))]  # fmt: skip
+    if unfinished:
+        root, status = unfinished[0]
+        raise AlexNetError(
+            f"{len(unfinished)} of {len(planned)} runs have not finished ({root}: "
+            f"{status.splitlines()[0][:200]}); run the command again: finished runs are reused, started "
+            "ones resume"
+        )
+    records = []
+    for (variant, seed, root, _), status in zip(planned, statuses, strict=True):
+        record = {"variant": variant.name, "seed": seed, "run_dir": str(root.relative_to(out))}
+        if status.startswith("diverged"):
+            records.append({**record, **_diverged_record(root, status.removeprefix("diverged: "))})
+            continue
+        record.update(run_record(root, experiment.target))
+        if experiment.per_run:
+            record.update(experiment.per_run(root))
+        records.append(record)
     for variant in experiment.variants:
         if variant.reevaluate is not None:
             records += _reevaluate(
@@ -227,19 +208,33 @@ def run_experiment(
     return results
 
 
-def _tune(experiment: Experiment, data: str, out: Path, sets: dict, progress, say) -> dict[str, str]:
+def _tune(
+    experiment: Experiment, data: str, out: Path, sets: dict, progress, say, how: Launch
+) -> dict[str, str]:
+    """Each variant's value of the tuned key: its grid's runs (through the launcher, all at once),
+    then the value with the lowest metric on seed 0."""
     tune = experiment.tune
+    variants = [v for v in experiment.variants if v.reevaluate is None and tune.key not in sets]
+    grid = [(v, value, out / "runs" / "tune" / slug(v.name) / slug(f"{tune.key}={value}"))
+            for v in variants for value in tune.values]  # fmt: skip
+    say(f"[{experiment.name}] grid: {tune.key} in {{{', '.join(tune.values)}}}, {tune.epochs} epochs")
+    configs = [to_dict(run_config(experiment, v, data, 0, tune.epochs, root, {**sets, tune.key: value}))
+               for v, value, root in grid]  # fmt: skip
+    failed = [
+        (root, s)
+        for (_, _, root), s in zip(grid, launch(configs, how, say), strict=True)
+        if s.startswith(("failed", "busy"))
+    ]
+    if failed:
+        raise AlexNetError(
+            f"{len(failed)} grid run(s) have not finished ({failed[0][0]}: {failed[0][1][:200]}); "
+            "run the command again"
+        )
     picks = {}
-    for variant in experiment.variants:
-        if variant.reevaluate is not None or tune.key in sets:
-            continue
-        scores = {}
-        for value in tune.values:
-            root = out / "runs" / "tune" / slug(variant.name) / slug(f"{tune.key}={value}")
-            config = run_config(experiment, variant, data, 0, tune.epochs, root, {**sets, tune.key: value})
-            say(f"[{experiment.name}] grid: {variant.name}, {tune.key}={value}, {tune.epochs} epochs")
-            train_or_resume(config, progress)
-            scores[value] = run_record(root, experiment.target)[tune.metric]
+    for variant in variants:
+        scores = {
+            value: run_record(root, experiment.target)[tune.metric] for v, value, root in grid if v is variant
+        }
         picks[variant.name] = min(tune.values, key=lambda v: scores[v])
         say(
             f"  picked {tune.key}={picks[variant.name]} ({tune.metric}: "

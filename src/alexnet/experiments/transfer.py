@@ -11,7 +11,7 @@ from pathlib import Path
 from ..data import open_data
 from ..errors import AlexNetError
 from ..loading import resolve_run
-from .framework import train_or_resume
+from .runs import train_or_resume
 from .spec import Experiment, Metric, Prelude, Variant
 
 SOURCE_EPOCHS = 15  # the source model's budget (cifar10 recipe, cosine over these epochs)
