@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import AlexNetError
 from ..fileio import first_line
 from .decode import IMAGE_EXTENSIONS
-from .source import ArchiveSplit, FolderSplit, Source, folder_fingerprint
+from .splits import ArchiveSplit, FolderSplit, Source, folder_fingerprint
 
 TRAIN_TAR, VAL_TAR, DEVKIT = (
     "ILSVRC2012_img_train.tar",

@@ -34,8 +34,8 @@ from .decode import resize_center_crop, square
 from .imagenet import read_member
 from .jpeg import DEFAULT_QUALITY, JpegWriter
 from .shards import write_split
-from .source import ArchiveSplit, ArraySplit, DatasetSplit, FolderSplit, Source
 from .sources import resolve_source
+from .splits import ArchiveSplit, ArraySplit, DatasetSplit, FolderSplit, Source
 from .stats import PixelStats, merge
 from .store import (
     META_FILE,

@@ -27,7 +27,7 @@ from ..errors import AlexNetError
 from .decode import decode
 from .imagenet import read_member
 from .jpeg import JpegWriter, encode
-from .source import ArchiveSplit, FolderSplit
+from .splits import ArchiveSplit, FolderSplit
 from .stats import PixelStats, merge
 from .store import reserve, shrink_rows
 

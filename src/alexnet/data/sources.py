@@ -14,7 +14,7 @@ from ..fileio import first_line
 from .decode import IMAGE_EXTENSIONS
 from .imagenet import is_kaggle, is_official, kaggle_source, official_source
 from .samples import SAMPLES, sample_store_path
-from .source import ArraySplit, FolderSplit, Source, array_fingerprint, folder_fingerprint
+from .splits import ArraySplit, FolderSplit, Source, array_fingerprint, folder_fingerprint
 from .store import open_store
 
 SPLIT_NAMES = ("train", "val", "test")
