@@ -208,9 +208,9 @@ def train_steps(ctx) -> dict:
         modes = {"eager": []}
     for mode, extra in modes.items():
         done = run([sys.executable, "benchmarks/train_step.py", *base, *extra], ctx.limit(240))
-        rates = re.findall(r"^\s+(\w+)\s+ours \(.*?\)\s+([\d.]+) img/s", done.stdout, re.M)
+        rates = re.findall(r"^\s+(\w+)\s+b\d+\s+ours \(.*?\)\s+([\d.]+) img/s", done.stdout, re.M)
         shares = re.findall(
-            r"^\s+(\w+)\s+[\d.]+ GFLOP per training image × \d+ img/s = ([\d.]+) %", done.stdout, re.M
+            r"^\s+(\w+)\s+b\d+\s+\w+ ours [\d.]+ img/s; ceiling .*?: (\d+) % of it", done.stdout, re.M
         )
         out[mode] = {
             "img_per_s": {m: float(r) for m, r in rates},

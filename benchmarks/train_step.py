@@ -2,20 +2,22 @@
 
 Naive: fp32, NCHW, torch.nn.LocalResponseNorm, eager, torch's default SGD. Ours: the defaults
 ``alexnet train`` picks for the device (our LRN, channels_last, bf16 autocast where the device has
-native bf16, the fused SGD kernel), optionally
-with torch.compile. Models: ``paper`` at 227 and ``cifar10`` at 28 (its recipe's crop). Also a
-short loss-parity check: the same seed trained a few steps both ways must give close losses. It
-also prints the ceiling: the paper net's FLOPs per training image against the best measured rate,
-in the precision of our step, of the kernels the step runs (matmul, convolutions), the most any
-implementation of the same arithmetic can reach here, and our fraction of it.
+native bf16, the fused SGD kernel), optionally with torch.compile. Models: ``cifar10`` at 28,
+``figure1`` at 32, ``torchvision`` at 224 and ``paper`` at 227 (each recipe's crop), at batch 64
+and at each preset's own batch by default. Also a short loss-parity check: the same seed trained
+a few steps both ways must give close losses.
 
-    python benchmarks/train_step.py [--batch 64] [--steps 5] [--device cpu|cuda] [--compile] [--precision P]
+For every model it prints two bounds on the step. The ceiling: the model's FLOPs per training
+image at the device's peak (on the CPU the best measured rate, in the step's precision, of the
+kernels the step runs; on CUDA the data sheet's dense bf16 peak). The kernel bound (``--kernels``):
+the model's convolutions and matmuls timed alone at their shapes, forward and backward, with
+nothing else in the step; ours as a fraction of it is what the rest of the step (LRN, ReLU,
+pooling, dropout, casts, the optimizer) costs.
+
+    python benchmarks/train_step.py [--batch 64,preset] [--steps 5] [--device cpu|cuda] [--precision P]
     python benchmarks/train_step.py --device cuda --batch 256 --store STORE   # + from a prepared store
     python benchmarks/train_step.py --device cuda --batch 256 --cuda-graphs  # compile, mode reduce-overhead
-    python benchmarks/train_step.py --models paper --kernels  # + the convolutions and matmuls alone
-
-On CUDA it also prints each model's share of the GPU's dense bf16 peak (model FLOPs per training
-image × images/s ÷ peak; the peak from the device name, or --peak-tflops).
+    python benchmarks/train_step.py --models cifar10,paper --kernels  # + the kernel bound of each
 """
 
 from __future__ import annotations
@@ -278,15 +280,31 @@ def from_store(path: str, batch: int, steps: int, device, compile_model: bool) -
     return steps * batch / (clock(device) - t0)
 
 
+SIZES = {"cifar10": 28, "figure1": 32, "torchvision": 224, "paper": 227}  # each recipe's crop
+PRESET_BATCH = {"cifar10": 128, "figure1": 128, "torchvision": 256, "paper": 128}  # the presets' batch
+
+
+def batches_for(name: str, spec: str) -> list[int]:
+    """``--batch``: numbers and ``preset`` (that model's recipe batch), comma-separated, in order."""
+    out = []
+    for item in spec.split(","):
+        batch = PRESET_BATCH[name] if item.strip() == "preset" else int(item)
+        if batch not in out:
+            out.append(batch)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--batch", default="64,preset", help="batch sizes: numbers and 'preset' (the model's recipe batch)"
+    )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--cuda-graphs", action="store_true", help="torch.compile(mode='reduce-overhead')")
     parser.add_argument(
-        "--models", default=None, help="default cifar10,paper (CPU), cifar10,torchvision,paper"
+        "--models", default=None, help="default cifar10,paper (CPU), cifar10,torchvision,paper; figure1"
     )
     parser.add_argument("--unfused", action="store_true", help="also time ours with torch's default SGD")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
@@ -294,7 +312,7 @@ def main() -> None:
     parser.add_argument(
         "--kernels",
         action="store_true",
-        help="also time the paper net's convolutions and matmuls alone: the most any step on them can reach",
+        help="also time each model's convolutions and matmuls alone: its kernel bound",
     )
     parser.add_argument(
         "--precision", default="auto", help="precision of ours: auto (as training), fp32, bf16"
@@ -306,76 +324,77 @@ def main() -> None:
     # As `alexnet train` does on the CPU (alexnet.runtime); process-wide, so naive runs with it too.
     heap = ", freed memory kept for reuse" if device.type == "cpu" and keep_freed_cpu_memory() else ""
     print(
-        f"training step, batch {args.batch}, {args.steps} timed steps after 2 warm-up, on {name_of} "
-        f"({torch.get_num_threads()} threads{heap}), torch {torch.__version__}"
+        f"training step, {args.steps} timed steps after 2 warm-up, on {name_of} "
+        f"({torch.get_num_threads()} threads{heap}), torch {torch.__version__}; precision of ours: "
+        f"{precision} ({why})"
     )
-    ratio, ours = {}, {}
-    sizes = {"cifar10": 28, "torchvision": 224, "paper": 227}
+    # The ceiling, in the precision "ours" runs in: a step cannot beat its FLOPs at the peak rate.
+    if device.type == "cuda":
+        peak, source = gpu_peak(device, args.peak_tflops)
+    else:
+        peak, source = arithmetic_peak(device, precision)
+    print(f"  peak: {source}" if peak is None else f"  peak here {peak / 1e9:.0f} GFLOP/s ({source})")
     names = (args.models or ("cifar10,paper" if device.type == "cpu" else "cifar10,torchvision,paper")).split(
         ","
     )
+    ratio, rows = {}, []
     for name in names:
-        size = sizes[name]
-        x = torch.randn(args.batch, 3, size, size, device=device)
-        y = torch.randint(0, 10 if name == "cifar10" else 1000, (args.batch,), device=device)
-        rates = {}
-        losses = {}
-        options = (args.compile, precision, args.cuda_graphs, args.unfused)
-        for label, make in variants(name, size, device, *options).items():
-            step = make()
-            best, median = timed(step, x, y, args.steps, device)
-            rates[label] = best
-            parity = make()  # the same initial weights: both paths must follow the same loss curve
-            losses[label] = [float(parity(x, y).detach()) for _ in range(PARITY_STEPS)][-1]
-            print(f"  {name:<8} {label:<52} {best:8.1f} img/s (median {median:.1f})")
-        naive_rate, our_rate = rates[next(iter(rates))], rates[list(rates)[-1]]
-        ours[name] = our_rate
-        ratio[name] = our_rate / naive_rate
-        first, second = losses[next(iter(losses))], losses[list(losses)[-1]]
-        print(
-            f"  {name:<8} loss after {PARITY_STEPS} steps on one batch: naive {first:.4f}, "
-            f"ours {second:.4f}; "
-            f"speedup {ratio[name]:.2f}×"
-        )
-    if device.type == "cuda":
-        peak, source = gpu_peak(device, args.peak_tflops)
-        for name in names:
-            flops = step_flops(name, sizes[name], device)
-            share = f"{100 * flops * ours[name] / peak:.1f} % of {source}" if peak else source
-            print(
-                f"  {name:<8} {flops / 1e9:.2f} GFLOP per training image × {ours[name]:.0f} img/s = {share}"
-            )
+        size = SIZES[name]
+        flops = step_flops(name, size, device)
+        for batch in batches_for(name, args.batch):
+            x = torch.randn(batch, 3, size, size, device=device)
+            y = torch.randint(0, 10 if name in ("cifar10", "figure1") else 1000, (batch,), device=device)
+            rates, losses = {}, {}
+            options = (args.compile, precision, args.cuda_graphs, args.unfused)
+            for label, make in variants(name, size, device, *options).items():
+                best, median = timed(make(), x, y, args.steps, device)
+                rates[label] = best
+                parity = make()  # the same initial weights: both paths must follow the same loss curve
+                losses[label] = [float(parity(x, y).detach()) for _ in range(PARITY_STEPS)][-1]
+                print(f"  {name:<8} b{batch:<4} {label:<52} {best:8.1f} img/s (median {median:.1f})")
+            naive, ours = rates[next(iter(rates))], rates[list(rates)[-1]]
+            ratio[f"{name} b{batch}"] = ours / naive
+            first, second = losses[next(iter(losses))], losses[list(losses)[-1]]
+            print(f"  {name:<8} b{batch:<4} loss after {PARITY_STEPS} steps on one batch: naive {first:.4f}, "
+                  f"ours {second:.4f}; speedup {ours / naive:.2f}×")  # fmt: skip
+            row = {"model": name, "batch": batch, "ours": ours, "flops": flops}
+            if peak:
+                row["ceiling"] = peak / flops
+            if args.kernels:
+                times = kernel_times(name, size, batch, device, precision)
+                row["kernels"] = batch / sum(times.values())
+                each = ", ".join(f"{n} {1e3 * t:.1f}" for n, t in times.items())
+                alone, step = sum(times.values()), batch / ours
+                print(f"  {name:<8} b{batch:<4} its convolutions and matmuls alone, forward + backward in "
+                      f"{precision}, ms per batch: {each}; sum {1e3 * alone:.0f} ms, ours "
+                      f"{1e3 * step:.0f} ms per step ({1e3 * (step - alone):.0f} ms elsewhere)")  # fmt: skip
+            rows.append(row)
     if args.store:
-        rate = from_store(args.store, args.batch, args.steps, device, args.compile)
+        rate = from_store(args.store, batch_for_store(args.batch), args.steps, device, args.compile)
         print(
             f"  paper    ours, fed from {args.store} "
             f"(StoreLoader + paper augmentation on {device.type}): {rate:.1f} img/s"
         )
-    # The ceiling, in the precision "ours" ran in: a step cannot beat FLOPs / peak rate.
-    print(f"  precision of ours: {precision} ({why})")
-    if "paper" in ours:
-        peak, probe = arithmetic_peak(device, precision)
-        flops = step_flops("paper", 227, device)
-        ceiling = peak / flops
-        print(
-            f"  paper    {flops / 1e9:.2f} GFLOP per training image; peak here {peak / 1e9:.0f} GFLOP/s "
-            f"({probe}) → at most {ceiling:.1f} img/s; naive {ours['paper'] / ratio['paper']:.1f}, "
-            f"ours {ours['paper']:.1f} img/s = {100 * ours['paper'] / ceiling:.0f} % of that ceiling"
-        )
-        if args.kernels:
-            times = kernel_times("paper", 227, args.batch, device, precision)
-            total = sum(times.values())
-            each = ", ".join(f"{n} {1e3 * t:.1f}" for n, t in times.items())
-            print(
-                f"  paper    its convolutions and matmuls alone, forward + backward in {precision} "
-                f"(ms per batch of {args.batch}: {each}): {1e3 * total:.0f} ms against "
-                f"{1e3 * args.batch / ceiling:.0f} ms at the ceiling, so even with nothing else in the step "
-                f"at most {args.batch / total:.1f} img/s = {100 * args.batch / total / ceiling:.0f} % of it; "
-                f"ours spends {1e3 * args.batch / ours['paper'] - 1e3 * total:.0f} ms per step elsewhere"
-            )
+    print("ours against the ceiling (model FLOPs at the peak) and against the kernel bound (its")
+    print("convolutions and matmuls alone, nothing else in the step):")
+    for r in rows:
+        ceiling = (f"; ceiling {r['ceiling']:.1f} img/s ({r['flops'] / 1e9:.3f} GFLOP/image): "
+                   f"{100 * r['ours'] / r['ceiling']:.0f} % of it") if "ceiling" in r else ""  # fmt: skip
+        bound = ""
+        if "kernels" in r:
+            share = f", {100 * r['kernels'] / r['ceiling']:.0f} % of the ceiling" if "ceiling" in r else ""
+            bound = f"; kernel bound {r['kernels']:.1f} img/s{share}: "
+            bound += f"{100 * r['ours'] / r['kernels']:.0f} % of it"
+        print(f"  {r['model']:<8} b{r['batch']:<4} {precision} ours {r['ours']:.1f} img/s{ceiling}{bound}")
     print(
-        "speedup of our defaults over the naive step: " + ", ".join(f"{n} {r:.2f}×" for n, r in ratio.items())
+        "speedup of our defaults over the naive step: " + ", ".join(f"{n} {v:.2f}×" for n, v in ratio.items())
     )
+
+
+def batch_for_store(spec: str) -> int:
+    """--store's batch: the first number of --batch, else the paper recipe's."""
+    numbers = [int(b) for b in spec.split(",") if b.strip() != "preset"]
+    return numbers[0] if numbers else PRESET_BATCH["paper"]
 
 
 if __name__ == "__main__":

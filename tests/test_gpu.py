@@ -1,6 +1,7 @@
 """The GPU paths the benchmarks and the paper's two-tower split take: run where a CUDA device is,
 skipped with the reason elsewhere (the CPU versions of the same commands are tested beside them)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,10 @@ def test_the_train_step_benchmark_runs_on_the_cpu_with_the_models_flag(tmp_path)
 def test_the_train_step_benchmark_reports_the_share_of_the_gpus_bf16_peak():
     out = bench("--device", "cuda", "--models", "cifar10,torchvision", "--batch", "32", "--steps", "2",
                 "--peak-tflops", "100")  # fmt: skip
-    assert "% of 100 TFLOP/s (--peak-tflops)" in out
+    assert "peak here 100000 GFLOP/s (100 TFLOP/s (--peak-tflops))" in out
+    assert re.search(
+        r"^  torchvision b32 +bf16 ours [\d.]+ img/s; ceiling [\d.]+ img/s .*: \d+ % of it$", out, re.M
+    )
 
 
 @cuda
