@@ -24,7 +24,7 @@ from alexnet.data.transforms import (
     sample_resized_crops,
 )
 from alexnet.evaluate import evaluate_checkpoint
-from alexnet.models import TwoTowerAlexNet
+from alexnet.models import TwoTowerAlexNet, summarize
 from alexnet.recipe import build_transforms
 from alexnet.runtime import cpu_native_bf16, resolve_precision
 from alexnet.train import PaperSGD, Schedule, fit, make_optimizer
@@ -292,3 +292,15 @@ def test_d2l_trains_from_the_shared_fashion_mnist_files_offline(tmp_path, monkey
     assert math.isclose(float(store.mean.mean()), 72.94, abs_tol=0.01)  # the published training-pixel mean
     assert len(result.history) == 1 and result.final["count"] == 64 and result.final["split"] == "test"
     assert math.isfinite(result.history[0]["train_loss"])
+
+
+def test_the_readme_model_table_counts_each_model():
+    rows = {line.split(" | ")[0][3:-1]: line for line in README.read_text().splitlines()
+            if line.startswith("| `") and line.count(" | ") == 3}  # fmt: skip
+    assert set(rows) == {"paper", "torchvision", "d2l", "cifar10", "figure1"}
+    for name, line in rows.items():
+        summary = summarize(build_model(name))
+        size = build_model(name).input_size
+        assert line.endswith(f" | {summary.total_params:,} | {summary.total_macs / 1e6:.1f} M at {size} |"), (
+            name
+        )
