@@ -111,8 +111,10 @@ def _sequential(trees, launch, say) -> list[str]:
 
 
 def _worker_init(threads: int) -> None:
-    """A local worker: its share of the threads, Ctrl-C left to the launcher, and dead with it
-    (a killed launcher leaves no orphan training runs holding their locks)."""
+    """A local worker: its share of the threads, and dead with the launcher (a killed launcher
+    leaves no orphan training runs holding their locks). Ctrl-C reaches every process of the
+    terminal's group: outside a run the worker ignores it; a training run's own handler saves its
+    checkpoint and stops, so the next launch resumes it."""
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
