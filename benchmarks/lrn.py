@@ -1,12 +1,13 @@
-"""Cost of LRN in a CPU fp32 training step of the paper model (issue: LRN adds at most 10 %).
+"""Cost of LRN in a CPU training step of the paper model (or the cifar10 one).
 
-Times one SGD step (forward, backward, update) of ``paper`` at batch 16, 227×227, three ways in one
-process: without LRN (``lrn=False``), with our LocalResponseNorm, and with torch.nn.LocalResponseNorm
-swapped in. Rounds alternate between the three so that machine drift hits all alike; the median
-and the minimum step time of each are reported; the minimum is the
-robust one on a shared machine (interference only ever adds time), and the goal is read off it.
+Times one SGD step (forward, backward, update) of ``paper`` at batch 16, 227×227 (``cifar10``: 28×28,
+batch 128), three ways in one process: without LRN (``lrn=False``), with our LocalResponseNorm, and
+with torch.nn.LocalResponseNorm swapped in, in fp32 or under bf16 autocast, channels_last as
+training runs. Rounds alternate between the three so that machine drift hits all alike; the median
+and the minimum step time of each are reported; the minimum is the robust one on a shared machine
+(interference only ever adds time), and the goal is read off it.
 
-    python benchmarks/lrn.py [--batch 16] [--rounds 7]
+    python benchmarks/lrn.py [--model paper|cifar10] [--precision fp32|bf16] [--batch 16] [--rounds 15]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 from alexnet import build_model
 from alexnet.models import LocalResponseNorm
-from alexnet.runtime import keep_freed_cpu_memory
+from alexnet.runtime import autocast, keep_freed_cpu_memory
 
 
 class TorchGroupedLRN(nn.Module):
@@ -42,39 +43,46 @@ def with_torch_lrn(model: nn.Module) -> nn.Module:
     return model
 
 
-def step_time(model, opt, x, y) -> float:
+def step_time(model, opt, x, y, precision: str = "fp32") -> float:
     t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
-    nn.functional.cross_entropy(model(x), y).backward()
+    with autocast(torch.device("cpu"), precision):
+        logits = model(x)
+    nn.functional.cross_entropy(logits.float(), y).backward()
     opt.step()
     return time.perf_counter() - t0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--model", choices=("paper", "cifar10"), default="paper")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--batch", type=int, default=None, help="default 16 (paper), 128 (cifar10)")
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     keep_freed_cpu_memory()  # as `alexnet train` on the CPU: each step reuses the last step's pages
     torch.manual_seed(0)
-    x = torch.randn(args.batch, 3, 227, 227) * 50
-    y = torch.randint(0, 1000, (args.batch,))
+    size, classes = (227, 1000) if args.model == "paper" else (28, 10)
+    args.batch = args.batch or (16 if args.model == "paper" else 128)
+    x = (torch.randn(args.batch, 3, size, size) * 50).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (args.batch,))
     models = {
-        "no LRN": build_model("paper", lrn=False),
-        "ours": build_model("paper"),
-        "torch LRN": with_torch_lrn(build_model("paper")),
+        "no LRN": build_model(args.model, lrn=False, input_size=size),
+        "ours": build_model(args.model, input_size=size),
+        "torch LRN": with_torch_lrn(build_model(args.model, input_size=size)),
     }
+    models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
     opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in models.items()}
     times: dict[str, list[float]] = {k: [] for k in models}
     for k in models:  # warm-up
-        step_time(models[k], opts[k], x, y)
+        step_time(models[k], opts[k], x, y, args.precision)
     for _ in range(args.rounds):
         for k in models:
-            times[k].append(step_time(models[k], opts[k], x, y))
+            times[k].append(step_time(models[k], opts[k], x, y, args.precision))
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}
     print(
-        f"paper model, CPU fp32 training step, batch {args.batch}, 227×227, "
+        f"{args.model} model, CPU {args.precision} training step, batch {args.batch}, {size}×{size}, "
         f"{torch.get_num_threads()} threads, {args.rounds} rounds"
     )
     for k in models:
