@@ -69,18 +69,18 @@ class _LRN(torch.autograd.Function):
         else:
             inv = torch.pow(scale, -beta)
         out = x * inv
-        ratio = torch.div(inv, scale, out=scale)  # s^(−β−1), all the backward needs of s
-        ctx.save_for_backward(x, inv, ratio)
+        # a · s^(−β−1) = b / s: all the backward needs of s, and one pass fewer there than s^(−β−1)
+        xr = torch.div(out, scale, out=scale)
+        ctx.save_for_backward(x, inv, xr)
         ctx.params = (band, -2.0 * alpha * beta / size)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, inv, ratio = ctx.saved_tensors
+        x, inv, xr = ctx.saved_tensors
         band, coef = ctx.params
         grad = grad.contiguous(memory_format=_layout(x))
-        t = torch.mul(grad, x).mul_(ratio)  # g_i a_i s_i^(−β−1)
-        grad_x = _mix(t, band.t(), coef)  # −2αβ/n Σ_{i: j ∈ W(i)} g_i a_i s_i^(−β−1)
+        grad_x = _mix(torch.mul(grad, xr), band.t(), coef)  # −2αβ/n Σ_{i: j ∈ W(i)} g_i a_i s_i^(−β−1)
         grad_x.mul_(x).addcmul_(grad, inv)
         return grad_x, None, None, None, None, None
 
