@@ -3,6 +3,7 @@ or a warning, and Ctrl-C or SIGTERM in the first epoch leaves a checkpoint to re
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,8 +94,18 @@ def whole(tmp_path_factory):
     """The uninterrupted run the interrupted ones are compared with."""
     out = tmp_path_factory.mktemp("whole") / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "2", "ALEXNET_CACHE": str(out.parent / "cache")}
-    subprocess.run(train_cmd(out), check=True, capture_output=True, env=env, timeout=300)
+    done = subprocess.run(train_cmd(out), check=True, capture_output=True, text=True, env=env, timeout=300)
+    (out.parent / "stderr.txt").write_text(done.stderr)  # its step losses, to compare on a failure
     return out
+
+
+def _first_differing_steps(whole_log: str, cut_log: str, n: int = 6) -> str:
+    """The first steps whose logged loss differs between two runs' stderr (where they part)."""
+    pattern = re.compile(r"(epoch \d+/\d+ step \d+/\d+) loss (\S+)")
+    whole, cut = dict(pattern.findall(whole_log)), dict(pattern.findall(cut_log))
+    differ = [f"{step}: {whole[step]} uninterrupted, {cut[step]} cut" for step in whole
+              if step in cut and cut[step] != whole[step]]  # fmt: skip
+    return "\n".join(differ[:n]) or "every logged step loss agrees"
 
 
 @pytest.mark.parametrize(
@@ -107,7 +118,9 @@ def test_a_signal_in_the_first_epoch_saves_a_checkpoint_that_resumes_exactly(
     env = {**os.environ, "OMP_NUM_THREADS": "2", "ALEXNET_CACHE": str(tmp_path / "cache")}
     cut = tmp_path / "cut"
     proc = subprocess.Popen(train_cmd(cut), env=env, stderr=subprocess.PIPE, text=True)
+    seen = []
     for line in proc.stderr:  # the 30 steps of epoch 1 are logged one by one
+        seen.append(line)
         if "epoch 1/2 step 4/" in line:
             proc.send_signal(sig)
             break
@@ -122,8 +135,10 @@ def test_a_signal_in_the_first_epoch_saves_a_checkpoint_that_resumes_exactly(
     a = load_checkpoint(whole / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
     differ = [k for k in a if not torch.equal(a[k], b[k])]
+    whole_log = (whole.parent / "stderr.txt").read_text()
     assert differ == [], (
-        f"stopped at step {step}; {len(differ)} tensors differ\n{rest[-3000:]}\n{done.stderr[-3000:]}"
+        f"stopped at step {step}; {len(differ)} tensors differ; first differing step losses:\n"
+        f"{_first_differing_steps(whole_log, ''.join(seen) + rest + done.stderr)}\n{rest[-2000:]}"
     )
     timing = ("seconds", "images_per_second")
     rows = [
