@@ -128,13 +128,20 @@ def _local(trees, launch, say) -> list[str]:
     with ProcessPoolExecutor(launch.jobs, mp_context=context, initializer=_worker_init,
                              initargs=(launch.threads(),)) as pool:  # fmt: skip
         futures = [pool.submit(run_task, tree) for tree in trees]
-        out = []
-        for tree, future in zip(trees, futures, strict=True):
-            try:
-                out.append(future.result())
-            except Exception as exc:  # AlexNetError and anything else a run raised
-                out.append(f"failed: {exc}")
-            say(f"  {tree['train']['out']}: {out[-1].splitlines()[0][:160]}")
+        return _collect(trees, [f.result for f in futures], say, wrapped=False)
+
+
+def _collect(trees: list[dict], results: list[Callable[[], str]], say, wrapped: bool = True) -> list[str]:
+    """Each run's status in order, said as it arrives; a run's error is its status. ``wrapped``:
+    the engine wraps the run's error in its own text (Ray's RayTaskError, submitit's
+    FailedJobError), whose last line is the run's own."""
+    out = []
+    for tree, result in zip(trees, results, strict=True):
+        try:
+            out.append(result())
+        except Exception as exc:  # AlexNetError and anything else a run raised
+            out.append(f"failed: {str(exc).strip().splitlines()[-1][:300]}" if wrapped else f"failed: {exc}")
+        say(f"  {tree['train']['out']}: {out[-1].splitlines()[0][:160]}")
     return out
 
 
@@ -151,14 +158,7 @@ def _ray(trees, launch, say) -> list[str]:
         ray.init(address=launch.address, log_to_driver=False, include_dashboard=False)
     remote = ray.remote(num_cpus=launch.threads(), num_gpus=launch.gpus_per_run)(run_task)
     refs = [remote.remote(tree, launch.threads()) for tree in trees]
-    out = []
-    for tree, ref in zip(trees, refs, strict=True):
-        try:
-            out.append(ray.get(ref))
-        except Exception as exc:  # ray.exceptions.RayTaskError wraps the run's error
-            out.append(f"failed: {str(exc).strip().splitlines()[-1][:300]}")
-        say(f"  {tree['train']['out']}: {out[-1].splitlines()[0][:160]}")
-    return out
+    return _collect(trees, [lambda ref=ref: ray.get(ref) for ref in refs], say)
 
 
 def _slurm(trees, launch, say) -> list[str]:
@@ -173,11 +173,4 @@ def _slurm(trees, launch, say) -> list[str]:
     executor.update_parameters(**parameters)
     jobs = executor.map_array(run_task, trees, [launch.threads()] * len(trees))
     say(f"  submitted {len(jobs)} job(s), logs in {folder}")
-    out = []
-    for tree, job in zip(trees, jobs, strict=True):
-        try:
-            out.append(job.result())
-        except Exception as exc:  # submitit.core.utils.FailedJobError and the run's own
-            out.append(f"failed: {str(exc).strip().splitlines()[-1][:300]}")
-        say(f"  {tree['train']['out']}: {out[-1].splitlines()[0][:160]}")
-    return out
+    return _collect(trees, [job.result for job in jobs], say)
