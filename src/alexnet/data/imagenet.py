@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import os
 import tarfile
 import tempfile
@@ -47,35 +46,6 @@ def is_official(folder: Path) -> bool:
 
 def is_kaggle(folder: Path) -> bool:
     return (folder / KAGGLE_DATA / "train").is_dir() and (folder / "LOC_synset_mapping.txt").is_file()
-
-
-class _Range(io.RawIOBase):
-    """The bytes [start, start + size) of an open file, as a seekable file of their own (an inner
-    tar of the train archive, read in place)."""
-
-    def __init__(self, f, start: int, size: int) -> None:
-        self.f, self.start, self.size, self.pos = f, start, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self.pos = {0: offset, 1: self.pos + offset, 2: self.size + offset}[whence]
-        return self.pos
-
-    def readinto(self, buffer) -> int:
-        n = max(0, min(len(buffer), self.size - self.pos))
-        self.f.seek(self.start + self.pos)
-        data = self.f.read(n)
-        buffer[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
 
 
 def _members(path: Path, fileobj=None) -> list[tarfile.TarInfo]:
@@ -133,12 +103,15 @@ def official_source(folder: Path):
 
 def _train_split(path: Path, index: dict[str, int]) -> ArchiveSplit:
     offsets, sizes, names, labels = [], [], [], []
-    with open(path, "rb") as f:
-        for inner in sorted(_members(path), key=lambda m: m.name):
+    # each inner tar is read in place through tarfile's own view of a member (seekable, never
+    # extracted); its members' offsets are relative to the inner tar's first byte
+    inners = sorted(_members(path), key=lambda m: m.name)  # a damaged archive: one line, from here
+    with tarfile.open(path, mode="r:") as outer:
+        for inner in inners:
             wnid = Path(inner.name).stem
             if wnid not in index:
                 raise AlexNetError(f"{path}: {inner.name} is not a class of the devkit (no synset {wnid})")
-            for m in sorted(_members(path, _Range(f, inner.offset_data, inner.size)), key=lambda m: m.name):
+            for m in sorted(_members(path, outer.extractfile(inner)), key=lambda m: m.name):
                 offsets.append(inner.offset_data + m.offset_data)
                 sizes.append(m.size)
                 names.append(f"{inner.name}/{m.name}")
