@@ -3,7 +3,8 @@
 Naive: fp32, NCHW, torch.nn.LocalResponseNorm, eager, torch's default SGD. Ours: the defaults
 ``alexnet train`` picks for the device (our LRN, channels_last, bf16 autocast where the device has
 native bf16, the fused SGD kernel), optionally with torch.compile. Models: ``cifar10`` at 28,
-``figure1`` at 32, ``torchvision`` at 224 and ``paper`` at 227 (each recipe's crop), at batch 64
+``figure1`` at 32, ``torchvision`` at 224 and ``paper`` at 227 (each recipe's crop), each built as
+its preset builds it (the cifar10 net with two groups and LRN after its pools), at batch 64
 and at each preset's own batch by default. Also a short loss-parity check: the same seed trained
 a few steps both ways must give close losses.
 
@@ -33,6 +34,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop, conv_flop_count
 
 from alexnet import build_model
+from alexnet.config import preset
 from alexnet.runtime import autocast, keep_freed_cpu_memory, resolve_precision
 
 PARITY_STEPS = 3
@@ -50,6 +52,11 @@ def gpu_peak(device, given: float | None) -> tuple[float | None, str]:
         if key in name:
             return tflops * 1e12, f"{tflops:g} TFLOP/s dense bf16 ({key} data sheet)"
     return None, f"unknown for {name}: give --peak-tflops"
+
+
+def preset_model(name: str, size: int):
+    """The model as its preset trains it (groups, LRN position, dropout), for inputs of side ``size``."""
+    return build_model(name, **{**preset(name).model.switches(), "input_size": size})
 
 
 def make_step(model, device, precision, channels_last, cuda_graphs=False, fused=False):
@@ -170,7 +177,7 @@ def step_flops(name: str, size: int, device) -> float:
     The model's arithmetic, not our implementation's: our LRN sums its windows with a small GEMM,
     which the counter would add, so it counts with torch's LRN (pooling, as for any LRN, uncounted).
     """
-    model = build_model(name, input_size=size)
+    model = preset_model(name, size)
     model = with_torch_lrn(model).to(device) if name in ("paper", "cifar10") else model.to(device)
     x = torch.randn(2, 3, size, size, device=device)
     fixed = {torch.ops.aten.convolution_backward: conv_backward_flops}
@@ -188,7 +195,7 @@ def kernel_times(name: str, size: int, batch: int, device, precision: str) -> di
     input needs no gradient, as in training.
     """
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    model = build_model(name, input_size=size).to(device).to(memory_format=torch.channels_last)
+    model = preset_model(name, size).to(device).to(memory_format=torch.channels_last)
     names = model.layer_names()  # module path → the paper's name, conv1 … fc8, in order
     layers = [(n, model.get_submodule(n)) for n in names]
     shapes = {}
@@ -225,13 +232,13 @@ def variants(name, size, device, compile_model, precision, cuda_graphs=False, un
 
     def naive():
         torch.manual_seed(0)
-        m = build_model(name, input_size=size)
+        m = preset_model(name, size)
         m = with_torch_lrn(m) if name in ("paper", "cifar10") else m
         return make_step(m.to(device), device, "fp32", channels_last=False)
 
     def ours(fused=True):
         torch.manual_seed(0)
-        m = build_model(name, input_size=size).to(device).to(memory_format=torch.channels_last)
+        m = preset_model(name, size).to(device).to(memory_format=torch.channels_last)
         if cuda_graphs:  # torch.compile's CUDA graphs: one replay per forward and per backward
             m = torch.compile(m, mode="reduce-overhead")
         elif compile_model:
@@ -248,7 +255,7 @@ def variants(name, size, device, compile_model, precision, cuda_graphs=False, un
 
 def from_store(path: str, batch: int, steps: int, device, compile_model: bool) -> float:
     """Our paper step fed by the real input path: StoreLoader + the paper's augmentation on ``device``."""
-    from alexnet.config import override, preset
+    from alexnet.config import override
     from alexnet.data import StoreLoader, open_data
     from alexnet.recipe import build_transforms
 

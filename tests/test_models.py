@@ -4,6 +4,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 
 from alexnet import AlexNetError, build_model, list_models, summarize
 from alexnet.models import LocalResponseNorm
@@ -171,6 +172,10 @@ def test_drop_layers_keeps_shapes_consistent(dropped):
         ({"widths": (96, 256)}, "widths must be five"),
         ({"widths": (95, 256, 384, 384, 256)}, "conv2: 95 → 256 channels do not split into 2 groups"),
         ({"init": "glorot"}, "unknown init 'glorot'"),
+        (
+            {"lrn_position": "after-relu"},
+            "unknown lrn_position 'after-relu'; choose before-pool or after-pool",
+        ),
         ({"num_classes": 0}, "num_classes must be a positive integer"),
     ],
 )
@@ -223,6 +228,32 @@ def test_grouped_cifar10_net_has_the_hand_counted_parameters():
         + (512 * 10 + 10)
     )
     assert n_params(build_model("cifar10", groups=2, input_size=28)) == expected == 1_375_754
+
+
+def test_lrn_after_the_pool_normalises_the_pooled_maps_per_tower():
+    # cuda-convnet's CIFAR-10 order: conv → ReLU → 3/2 pool → LRN, with §3.3's constants per tower
+    torch.manual_seed(0)
+    after = build_model("cifar10", groups=2, input_size=28, lrn_position="after-pool").eval()
+    before = build_model("cifar10", groups=2, input_size=28).eval()
+    kinds = [type(m).__name__ for m in after.features[:8]]
+    assert kinds == ["Conv2d", "ReLU", "MaxPool2d", "LocalResponseNorm"] * 2
+    assert [type(m).__name__ for m in before.features[:4]] == [
+        "Conv2d",
+        "ReLU",
+        "LocalResponseNorm",
+        "MaxPool2d",
+    ]
+    # the same parameters under the same names: only the order of two parameter-free layers differs
+    before.load_state_dict(after.state_dict())
+    x = torch.randn(4, 3, 28, 28)
+    lrn = nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
+    h = F.max_pool2d(F.relu(after.layer("conv1")(x)), 3, 2)
+    h = torch.cat([lrn(t) for t in h.chunk(2, 1)], 1)
+    h = F.max_pool2d(F.relu(after.layer("conv2")(h)), 3, 2)
+    h = torch.cat([lrn(t) for t in h.chunk(2, 1)], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(after.features[:8](x), h, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(after(x * 50), before(x * 50))  # a different function of the same weights
 
 
 def test_d2l_is_initialised_as_the_book_does():

@@ -35,6 +35,8 @@ def test_towers_hold_half_the_kernels():
 def test_refuses_a_model_that_is_not_the_grouped_paper_net():
     with pytest.raises(AlexNetError, match="converts only AlexNet\\('paper'\\) with groups=2"):
         TwoTowerAlexNet.from_grouped(build_model("paper", groups=1))
+    with pytest.raises(AlexNetError, match="LRN before the pools"):
+        TwoTowerAlexNet.from_grouped(build_model("paper", lrn_position="after-pool"))
     with pytest.raises(AlexNetError, match="needs two devices"):
         TwoTowerAlexNet(devices=("cpu",))
 

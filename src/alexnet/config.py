@@ -23,7 +23,7 @@ import yaml
 
 from .errors import AlexNetError
 from .fileio import first_line
-from .models.alexnet import ACTIVATIONS, INITS, POOLS, SWITCH_RULES
+from .models.alexnet import ACTIVATIONS, INITS, LRN_POSITIONS, POOLS, SWITCH_RULES
 from .models.registry import MODEL_DESCRIPTIONS, is_torchvision_classifier
 from .runtime import PRECISIONS
 
@@ -38,6 +38,7 @@ MAX_ERROR_VALUE = 80  # characters of a bad value shown in an error line (a YAML
 
 Activation = Literal[ACTIVATIONS]
 Pool = Literal[tuple(POOLS)]
+LrnPosition = Literal[LRN_POSITIONS]
 Init = Literal[INITS]
 Precision = Literal[PRECISIONS]
 
@@ -83,6 +84,10 @@ class ModelConfig:
     )
     activation: Activation = rule("relu", doc="§3.1: the nonlinearity")
     lrn: bool | None = rule(None, doc="§3.3: LRN after conv1/conv2; none: the architecture's own")
+    lrn_position: LrnPosition | None = rule(
+        None,
+        doc="§3.4: LRN before the max-pool, or after it (cuda-convnet's CIFAR nets); none: the arch's own",
+    )
     pool: Pool = rule("overlapping", doc="§3.4: 3/2 max-pools, or non-overlapping 2/2")
     groups: int | None = switch_rule("groups", None, "§3.2: 2 = the two towers; none: the architecture's own",
                                      optional=True)  # fmt: skip
@@ -104,6 +109,8 @@ class ModelConfig:
             out.update(drop_layers=self.drop_layers, groups=self.groups, init=self.init)
         if self.lrn is not None:
             out["lrn"] = self.lrn
+        if self.lrn_position is not None:
+            out["lrn_position"] = self.lrn_position
         if self.widths is not None:
             out["widths"] = self.widths
         return {k: v for k, v in out.items() if v is not None}

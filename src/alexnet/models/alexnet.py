@@ -24,6 +24,11 @@ GROUPED_LAYERS = frozenset({"conv2", "conv4", "conv5"})
 DROPPABLE_LAYERS = frozenset({"conv3", "conv4", "conv5"})  # §7: removing a middle layer costs ~2 % top-1
 POOLED_LAYERS = ("conv1", "conv2", "conv5")
 LRN_LAYERS = ("conv1", "conv2")  # §3.3: after the ReLU of conv1 and conv2, before pooling
+# Where LRN sits against the max-pool that follows it: §3.4's order ("Max-pooling layers […] follow
+# both response-normalization layers"), or after the pool, as in Krizhevsky's own CIFAR-10 nets
+# (cuda-convnet's layers-18pct and layers-conv-local-11pct pool before rnorm1) and TensorFlow's
+# CIFAR-10 tutorial. After the 3/2 pool LRN sees about a quarter of the values, so it costs a quarter.
+LRN_POSITIONS = ("before-pool", "after-pool")
 # §3.3: k = 2, n = 5, α = 1e-4, β = 0.75; torch (and Krizhevsky's code) divide α by n.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 POOLS = {"overlapping": (3, 2), "non-overlapping": (2, 2)}  # §3.4: (window, stride)
@@ -41,6 +46,13 @@ SWITCH_RULES = {
     ),
     "drop_layers": (lambda names: set(names) <= DROPPABLE_LAYERS, "any of conv3, conv4, conv5 (§7)"),
 }
+
+
+def with_lrn(pools: list[nn.Module], norm: nn.Module | None, position: str) -> list[nn.Module]:
+    """The layers after a conv's activation: its max-pools with LRN before or after them."""
+    if norm is None:
+        return pools
+    return [*pools, norm] if position == "after-pool" else [norm, *pools]
 
 
 def check_switch(name: str, value) -> None:
@@ -83,6 +95,7 @@ class ArchSpec:
     adaptive_pool: int | None = None  # torchvision's AdaptiveAvgPool2d(6) before the classifier
     dropout_before_fc: bool = False  # torchvision puts Dropout before fc6/fc7, the paper after fc6/fc7
     init: str = "torch"
+    lrn_position: str = "before-pool"  # one of LRN_POSITIONS
 
 
 ARCHS: dict[str, ArchSpec] = {
@@ -198,6 +211,7 @@ class AlexNet(nn.Module):
 
     - ``activation``: ``relu`` (§3.1) or ``tanh``, ``sigmoid``, …
     - ``lrn``: local response normalisation after the ReLU of conv1 and conv2 (§3.3).
+    - ``lrn_position``: ``before-pool`` (§3.4) or ``after-pool`` (cuda-convnet's CIFAR-10 nets).
     - ``pool``: ``overlapping`` 3/2 (§3.4) or ``non-overlapping`` 2/2.
     - ``groups``: 2 splits conv2/conv4/conv5 into the two GPU towers of §3.2 (and LRN per tower).
     - ``dropout``: the drop probability on fc6 and fc7 (§4.2).
@@ -218,6 +232,7 @@ class AlexNet(nn.Module):
         in_channels: int | None = None,
         activation: str = "relu",
         lrn: bool | None = None,
+        lrn_position: str | None = None,
         pool: str = "overlapping",
         groups: int | None = None,
         dropout: float = 0.5,
@@ -237,6 +252,7 @@ class AlexNet(nn.Module):
         in_channels = spec.in_channels if in_channels is None else in_channels
         groups = spec.groups if groups is None else groups
         lrn = spec.lrn if lrn is None else lrn
+        lrn_position = spec.lrn_position if lrn_position is None else lrn_position
         init = spec.init if init is None else init
         input_size = spec.input_size if input_size is None else input_size
         _check_positive(num_classes=num_classes, in_channels=in_channels, input_size=input_size)
@@ -245,6 +261,8 @@ class AlexNet(nn.Module):
             raise AlexNetError(
                 f"unknown pool {pool!r}; choose overlapping (3/2, §3.4) or non-overlapping (2/2)"
             )
+        if lrn_position not in LRN_POSITIONS:
+            raise AlexNetError(f"unknown lrn_position {lrn_position!r}; choose {' or '.join(LRN_POSITIONS)}")
         check_switch("dropout", dropout)
         check_switch("drop_layers", tuple(drop_layers))
         if init not in INITS:
@@ -257,6 +275,7 @@ class AlexNet(nn.Module):
             input_size,
         )
         self.pool_kernel, self.pool_stride = POOLS[pool]
+        self.lrn_position = lrn_position
         self._plan = _conv_plan(spec, in_channels, groups, lrn, tuple(drop_layers))
         self._layer_paths: dict[str, str] = {}  # paper name (conv1, fc6, …) → module path
 
@@ -274,14 +293,12 @@ class AlexNet(nn.Module):
                 )
             )
             layers.append(make_activation(activation))
-            if conv.lrn:
-                # §3.2: each tower normalises its own kernels, so LRN windows stay inside a group.
-                layers.append(
-                    LocalResponseNorm(
-                        LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups=groups, channels=conv.out_channels
-                    )
-                )
-            layers.extend(nn.MaxPool2d(self.pool_kernel, self.pool_stride) for _ in range(conv.pools))
+            pools = [nn.MaxPool2d(self.pool_kernel, self.pool_stride) for _ in range(conv.pools)]
+            # §3.2: each tower normalises its own kernels, so LRN windows stay inside a group.
+            norm = LocalResponseNorm(
+                LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups=groups, channels=conv.out_channels
+            )
+            layers.extend(with_lrn(pools, norm if conv.lrn else None, lrn_position))
         self.features = nn.Sequential(*layers)
 
         self.adaptive_pool = spec.adaptive_pool

@@ -13,7 +13,17 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import AlexNetError
-from .alexnet import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, POOLS, check_switch, make_activation
+from .alexnet import (
+    LRN_ALPHA,
+    LRN_BETA,
+    LRN_K,
+    LRN_POSITIONS,
+    LRN_SIZE,
+    POOLS,
+    check_switch,
+    make_activation,
+    with_lrn,
+)
 from .lrn import LocalResponseNorm
 
 FIGURE1_WIDTHS = (32, 32, 64)
@@ -29,6 +39,7 @@ class Figure1Net(nn.Module):
         in_channels: int = 3,
         activation: str = "relu",
         lrn: bool = False,
+        lrn_position: str = "before-pool",
         pool: str = "overlapping",
         dropout: float = 0.0,
         widths: Sequence[int] = FIGURE1_WIDTHS,
@@ -41,6 +52,8 @@ class Figure1Net(nn.Module):
             )
         if len(widths) != 3 or any(int(w) < 1 for w in widths):
             raise AlexNetError(f"figure1 widths must be three positive channel counts, got {widths}")
+        if lrn_position not in LRN_POSITIONS:
+            raise AlexNetError(f"unknown lrn_position {lrn_position!r}; choose {' or '.join(LRN_POSITIONS)}")
         check_switch("dropout", dropout)
         if num_classes < 1 or in_channels < 1:
             raise AlexNetError(
@@ -59,9 +72,9 @@ class Figure1Net(nn.Module):
         for i, width in enumerate(widths):
             self._layer_paths[f"conv{i + 1}"] = f"features.{len(layers)}"
             layers += [nn.Conv2d(channels, int(width), 5, padding=2), make_activation(activation)]
-            if lrn and i < 2:
-                layers.append(LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, channels=int(width)))
-            layers.append(nn.MaxPool2d(self.pool_kernel, self.pool_stride))
+            norm = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, channels=int(width))
+            pools = [nn.MaxPool2d(self.pool_kernel, self.pool_stride)]
+            layers.extend(with_lrn(pools, norm if lrn and i < 2 else None, lrn_position))
             channels = int(width)
         self.features = nn.Sequential(*layers)
         side = self._feature_side(input_size)

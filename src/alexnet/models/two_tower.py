@@ -157,10 +157,11 @@ def _check_grouped(model: AlexNet) -> None:
         and model.layer("fc6").in_features == 256 * 6 * 6
         and isinstance(model.features[1], nn.ReLU)
         and sum(isinstance(m, LocalResponseNorm) for m in model.features) == 2
+        and model.lrn_position == "before-pool"
         and model.pool_kernel == 3
     )
     if not ok:
         raise AlexNetError(
             "TwoTowerAlexNet converts only AlexNet('paper') with groups=2, the paper's widths, "
-            "ReLU, LRN, overlapping pools and all five conv layers"
+            "ReLU, LRN before the pools, overlapping pools and all five conv layers"
         )
