@@ -150,6 +150,7 @@ def transforms():
     return {
         "paper (mean image, PCA lighting)": (TrainTransform(32, mean_image, path="gather", **pca), 1),
         "channel mean/std, no lighting": (TrainTransform(32, channel, path="gather"), 1),
+        "cutout and PCA lighting": (TrainTransform(32, channel, cutout=12, path="gather", **pca), 1),
         "torchvision (resized crops, PCA)": (ResizedCropTransform(32, mean_image, **pca), 1),
         "ten crops": (EvalTransform(32, mean_image, ten_crop=True), 0),
         "centre crop, mean/std": (EvalTransform(32, channel), 0),

@@ -380,6 +380,11 @@ def test_a_broken_store_is_one_line(store, tmp_path, capsys, edit, message):
             "schedule.warmup_epochs must be in [0, train.epochs], got 99.0",
         ),
         (["--set", "data.lighting_std=-1"], "data.lighting_std must be ≥ 0, got -1.0"),
+        (["--set", "data.cutout=-4"], "data.cutout must be ≥ 0 pixel, got -4"),
+        (
+            ["--set", "data.cutout=8", "--set", "data.crop_mode=resized"],
+            "data.cutout must be 0 with crop_mode resized, got 8",
+        ),
         (["--set", "model.lrn_position=after-relu"], "model.lrn_position: 'after-relu' is not one of"),
         (
             ["--set", "train.two_devices=cpu"],

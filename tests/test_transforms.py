@@ -85,6 +85,31 @@ def test_same_seed_same_batch_and_both_paths_agree():
     assert torch.equal(out.permute(0, 3, 1, 2), a)
 
 
+@pytest.mark.parametrize("path", ["copy", "gather"])
+def test_cutout_zeroes_one_clipped_square_per_crop_after_normalisation(path):
+    # DeVries & Taylor 2017: a side×side square at a uniform centre, clipped by the crop's edges, set
+    # to 0 after normalisation (the mean pixel); the rest of the crop is what it was without cutout
+    x = batch(b=64, h=32, w=32)
+    norm = Normalization(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    pca = {"eigvals": torch.tensor(IMAGENET_EIGVALS), "eigvecs": torch.tensor(IMAGENET_EIGVECS)}
+    plain = TrainTransform(28, norm, path=path, **pca)(x, torch.Generator().manual_seed(5))
+    cut = TrainTransform(28, norm, cutout=12, path=path, **pca)(x, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    sample_crops(64, 32, 32, 28, g)
+    lighting(64, torch.tensor(IMAGENET_EIGVALS), torch.tensor(IMAGENET_EIGVECS), g)
+    centres = torch.randint(0, 28, (64, 2), generator=g)  # drawn after the crops and the lighting
+    sides = set()
+    for i, (r, c) in enumerate(centres.tolist()):
+        r0, r1, c0, c1 = max(r - 6, 0), min(r + 6, 28), max(c - 6, 0), min(c + 6, 28)
+        want = plain[i].clone()
+        want[:, r0:r1, c0:c1] = 0.0
+        assert torch.equal(cut[i], want), i
+        sides.add((r1 - r0, c1 - c0))
+    assert (12, 12) in sides and any(s != (12, 12) for s in sides)  # whole squares and clipped ones
+    copy = TrainTransform(28, norm, cutout=12, path="copy", **pca)(x, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(cut, copy, rtol=0, atol=1e-5)  # both paths, the same squares
+
+
 def test_paper_normalisation_without_lighting_is_crop_minus_mean_crop():
     x = batch(b=4, h=16, w=16)
     mean_image = torch.rand(16, 16, 3) * 255

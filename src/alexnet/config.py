@@ -140,6 +140,12 @@ class DataConfig:
         "bilinear resize of the crop to this side on the device (d2l: 28 → 224)",
     )
     flip: bool = rule(True, doc="§4.1: horizontal reflections")
+    cutout: int = rule(
+        0,
+        *at_least(0, " pixel"),
+        "Cutout (DeVries & Taylor 2017): zero a square of this side at a random centre of each training "
+        "crop; 0: none",
+    )
     lighting: Literal["store", "imagenet", "none"] = rule(
         "store", doc="§4.1 PCA lighting: the store's eigenpairs, ImageNet's published ones, or none"
     )
@@ -484,6 +490,7 @@ def _combinations(config: RunConfig) -> list[tuple[str, bool, str]]:
             t.two_devices is None or m.name == "paper",
             "set only for the paper model (§3.2)",
         ),
+        ("data.cutout", d.cutout == 0 or d.crop_mode == "random", "0 with crop_mode resized"),
         ("train.freeze", "none" not in t.freeze or len(t.freeze) == 1, "none alone, or layers to freeze"),
     ]
 

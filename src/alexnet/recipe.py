@@ -207,8 +207,11 @@ def build_transforms(
             f"{store.size}×{store.size}; prepare it with --size {side}"
         )
     eigvals, eigvecs = _eigenpairs(config, store)
-    kind = ResizedCropTransform if d.crop_mode == "resized" else TrainTransform
-    train = kind(d.crop, norm, flip=d.flip, eigvals=eigvals, eigvecs=eigvecs, lighting_std=d.lighting_std)
+    options = dict(flip=d.flip, eigvals=eigvals, eigvecs=eigvecs, lighting_std=d.lighting_std)
+    if d.crop_mode == "resized":
+        train = ResizedCropTransform(d.crop, norm, **options)
+    else:
+        train = TrainTransform(d.crop, norm, cutout=d.cutout, **options)
     center, ten = EvalTransform(d.crop, norm), EvalTransform(d.crop, norm, ten_crop=True)
     if d.resize:
         train, center, ten = Resized(train, d.resize), Resized(center, d.resize), Resized(ten, d.resize)

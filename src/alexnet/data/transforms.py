@@ -169,6 +169,26 @@ def _crop_into(
             rows.mul_(scale)
 
 
+def sample_holes(batch: int, size: int, generator: torch.Generator) -> Tensor:
+    """Cutout's square centres (DeVries & Taylor 2017): uniform over the whole crop, so that a square
+    near an edge is clipped by it; int64 [B, 2] (row, column) on the CPU."""
+    return torch.randint(0, size, (batch, 2), generator=generator)
+
+
+def hole_bounds(centres: Tensor, side: int, size: int) -> tuple[Tensor, Tensor]:
+    """[B, 2] first and one-past-last (row, column) of each square, clipped to the crop."""
+    start = centres - side // 2
+    return start.clamp(0, size), (start + side).clamp(0, size)
+
+
+def _cut_into(x: Tensor, centres: Tensor, side: int) -> None:
+    """CPU path: zero each image's square of ``x`` [B, S, S, C] in place (0 after normalisation is
+    the mean pixel, as Cutout does), one slice per image."""
+    start, stop = hole_bounds(centres, side, x.shape[1])
+    for i, (r0, c0, r1, c1) in enumerate(torch.cat([start, stop], 1).tolist()):
+        x[i, r0:r1, c0:c1] = 0.0
+
+
 def to_device(t: Tensor, device: torch.device) -> Tensor:
     """One host-to-device copy that does not wait: from pinned memory on CUDA (the CPU goes on
     queueing work), a no-op where ``t`` already is."""
@@ -207,6 +227,7 @@ class TrainTransform:
     eigvals: Tensor | None = None  # enables PCA lighting
     eigvecs: Tensor | None = None
     lighting_std: float = LIGHTING_STD
+    cutout: int = 0  # side of the square zeroed at a random centre of each crop, pixels; 0: none
     # copy: per-image slice copies (fastest on the CPU); gather: one indexed gather (GPUs);
     # auto: copy on the CPU, gather elsewhere. Both give the same numbers (tested).
     path: str = "auto"
@@ -219,6 +240,8 @@ class TrainTransform:
         alpha = (
             torch.randn(b, 3, generator=generator) * self.lighting_std if self.eigvals is not None else None
         )
+        # drawn last, so that a run without cutout draws exactly what it drew before cutout existed
+        holes = sample_holes(b, self.size, generator) if self.cutout else None
         norm, device = self.normalization, images.device
         if self.path not in ("auto", "copy", "gather"):
             raise AlexNetError(f"TrainTransform path must be auto, copy or gather, got {self.path!r}")
@@ -238,17 +261,24 @@ class TrainTransform:
             offsets = None if offset is None else offset.repeat(1, self.size)  # [B, size·C]
             x = out if out is not None else torch.empty((b, self.size, self.size, c))
             _crop_into(images, crops, x, mean_image, offsets, scale)
+            if holes is not None:
+                _cut_into(x, holes, self.cutout)
             return _to_model_layout(x)
-        return self._gather(images, crops, alpha, out)
+        return self._gather(images, crops, alpha, holes, out)
 
-    def _gather(self, images: Tensor, crops: Crops, alpha: Tensor | None, out: Tensor | None) -> Tensor:
+    def _gather(
+        self, images: Tensor, crops: Crops, alpha: Tensor | None, holes: Tensor | None, out: Tensor | None
+    ) -> Tensor:
         b = images.shape[0]
         device, norm = images.device, self.normalization
         k = self._device_constants(device)
+        # every draw crosses in one small tensor: one host-to-device copy per batch, whatever is on
         draws = [crops.top.float(), crops.left.float(), crops.flip.float()]
-        params = to_device(
-            torch.stack(draws, 1) if alpha is None else torch.cat([torch.stack(draws, 1), alpha], 1), device
-        )
+        if holes is not None:
+            start, stop = hole_bounds(holes, self.cutout, self.size)
+            draws += [*start.float().unbind(1), *stop.float().unbind(1)]
+        params = torch.stack(draws, 1)
+        params = to_device(params if alpha is None else torch.cat([params, alpha], 1), device)
         top, left, flip = params[:, 0].long(), params[:, 1].long(), params[:, 2] > 0.5
         span = torch.arange(self.size, device=device)
         rows = top[:, None] + span
@@ -257,11 +287,17 @@ class TrainTransform:
         x = images[which, rows[:, :, None], cols[:, None, :]].float()
         if k["mean_image"] is not None:
             x -= k["mean_image"][rows[:, :, None], cols[:, None, :]]
+        lit = 3 if holes is None else 7  # where the lighting coefficients start in params
         if alpha is not None:  # [B, C] PCA colour shift in [0, 1] pixel units, added in 0–255 units
-            x += 255.0 * ((params[:, 3:] * k["eigvals"]) @ k["eigvecs"].T)[:, None, None, :]
+            x += 255.0 * ((params[:, lit:] * k["eigvals"]) @ k["eigvecs"].T)[:, None, None, :]
         if norm.mean is not None:
             x -= 255.0 * k["mean"]
             x *= 1.0 / (255.0 * k["std"])
+        if holes is not None:
+            r0, c0, r1, c1 = params[:, 3:7].long().unbind(1)
+            inside_rows = (span >= r0[:, None]) & (span < r1[:, None])  # [B, size]
+            inside_cols = (span >= c0[:, None]) & (span < c1[:, None])
+            x.masked_fill_((inside_rows[:, :, None] & inside_cols[:, None, :])[..., None], 0.0)
         if out is not None:
             x = out.copy_(x)
         return _to_model_layout(x)
