@@ -101,6 +101,8 @@ def test_d2l_and_figure1_and_cifar10_presets():
     _, opt = _groups(c)
     assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["lr"] == 0.04
     assert (c.schedule.name, c.schedule.warmup_epochs, c.train.label_smoothing) == ("cosine", 1.0, 0.1)
+    assert c.model.switches()["lrn_position"] == "after-pool"  # cuda-convnet's CIFAR-10 order
+    assert "lrn_position" not in preset("paper").model.switches()  # §3.4's order, the architecture's own
 
 
 def test_parameter_groups_decay_exactly_the_weights():

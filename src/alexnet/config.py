@@ -319,7 +319,7 @@ def _presets() -> dict[str, RunConfig]:
     # dropout 0.25 with lr 0.04 fit faster than 0.5 with 0.02 in 4-epoch trials.
     cifar10 = RunConfig(
         "cifar10",
-        model=ModelConfig(name="cifar10", init="kaiming", groups=2, dropout=0.25),
+        model=ModelConfig(name="cifar10", init="kaiming", groups=2, dropout=0.25, lrn_position="after-pool"),
         data=DataConfig(crop=28, normalize="channel", mean=CIFAR10_MEAN, std=CIFAR10_STD, ten_crop=True),
         optim=OptimConfig(lr=0.04, weight_decay=5e-4, nesterov=True),
         schedule=ScheduleConfig(name="cosine", warmup_epochs=1.0),
