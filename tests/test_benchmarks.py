@@ -49,6 +49,19 @@ def test_the_kernel_bound_times_each_convolution_and_matmul_of_the_paper_net_at_
     assert all(t > 0 for t in times.values())
 
 
+def test_the_kernel_bound_alternates_whole_steps_with_all_kernels_in_a_row(train_step):
+    # the same statistic on both sides: best whole step against the best run of every kernel back to
+    # back, in alternating rounds after two warm-up rounds
+    calls = []
+    kernels = {"conv1": lambda: calls.append("conv1"), "fc8": lambda: calls.append("fc8")}
+    x, y = torch.zeros(4, 1), torch.zeros(4)
+    step_rate, kernel_rate = train_step.paired_rates(
+        lambda *_: calls.append("step"), x, y, kernels, rounds=3, device=torch.device("cpu")
+    )
+    assert calls == ["step", "conv1", "fc8"] * 5
+    assert step_rate > 0 and kernel_rate > 0
+
+
 def test_the_gpu_check_dry_run_runs_what_a_cpu_can_and_says_why_it_skips_the_rest(tmp_path):
     # the whole --dry-run also runs the CUDA test files and train_step.py, which the suite runs anyway
     only = ("environment,fp16 LRN,end to end from a JPEG store,two towers,nvJPEG under memory churn,"
