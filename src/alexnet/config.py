@@ -685,6 +685,8 @@ def describe(config: RunConfig) -> str:
         crops += " + flips"
     if d.lighting != "none":
         crops += f" + PCA lighting ({'the store' if d.lighting == 'store' else 'ImageNet'}'s eigenpairs)"
+    if d.cutout:
+        crops += f" + {d.cutout}×{d.cutout} Cutout"
     if d.resize:
         crops += f", resized to {d.resize}"
     if d.normalize == "mean_image":
@@ -701,6 +703,7 @@ def describe(config: RunConfig) -> str:
     model = [
         f"{m.init} init" if m.init else "",
         f"groups {m.groups}" if m.groups else "",
+        {"after-pool": "LRN after the pools", "before-pool": "LRN before the pools"}.get(m.lrn_position, ""),
         f"dropout {m.dropout:g}",
     ]
     parts += [crops, ", ".join(p for p in model if p)]
