@@ -50,6 +50,8 @@ SWITCH_RULES = {
 
 def with_lrn(pools: list[nn.Module], norm: nn.Module | None, position: str) -> list[nn.Module]:
     """The layers after a conv's activation: its max-pools with LRN before or after them."""
+    if position not in LRN_POSITIONS:  # checked here, where every model places its pools
+        raise AlexNetError(f"unknown lrn_position {position!r}; choose {' or '.join(LRN_POSITIONS)}")
     if norm is None:
         return pools
     return [*pools, norm] if position == "after-pool" else [norm, *pools]
@@ -261,8 +263,6 @@ class AlexNet(nn.Module):
             raise AlexNetError(
                 f"unknown pool {pool!r}; choose overlapping (3/2, §3.4) or non-overlapping (2/2)"
             )
-        if lrn_position not in LRN_POSITIONS:
-            raise AlexNetError(f"unknown lrn_position {lrn_position!r}; choose {' or '.join(LRN_POSITIONS)}")
         check_switch("dropout", dropout)
         check_switch("drop_layers", tuple(drop_layers))
         if init not in INITS:

@@ -17,7 +17,6 @@ from .alexnet import (
     LRN_ALPHA,
     LRN_BETA,
     LRN_K,
-    LRN_POSITIONS,
     LRN_SIZE,
     POOLS,
     check_switch,
@@ -52,8 +51,6 @@ class Figure1Net(nn.Module):
             )
         if len(widths) != 3 or any(int(w) < 1 for w in widths):
             raise AlexNetError(f"figure1 widths must be three positive channel counts, got {widths}")
-        if lrn_position not in LRN_POSITIONS:
-            raise AlexNetError(f"unknown lrn_position {lrn_position!r}; choose {' or '.join(LRN_POSITIONS)}")
         check_switch("dropout", dropout)
         if num_classes < 1 or in_channels < 1:
             raise AlexNetError(
