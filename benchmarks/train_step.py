@@ -20,6 +20,7 @@ optimizer) costs.
     python benchmarks/train_step.py --device cuda --batch 256 --store STORE   # + from a prepared store
     python benchmarks/train_step.py --device cuda --batch 256 --cuda-graphs  # compile, mode reduce-overhead
     python benchmarks/train_step.py --models cifar10,paper --kernels  # + the kernel bound of each
+    python benchmarks/train_step.py --models paper --batch preset --breakdown  # + where the step's time goes
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 import torch
 from lrn import with_torch_lrn  # benchmarks/lrn.py: torch's LRN per tower
 from torch.nn import functional as F
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop, conv_flop_count
 
 from alexnet import build_model
@@ -263,6 +265,60 @@ def paired_rates(step, x, y, kernels: dict, rounds: int, device) -> tuple[float,
     return len(x) / best_step, len(x) / best_block
 
 
+# Where a step's time goes (--breakdown): each profiled op's own time goes to the first category
+# that claims it. The first three claim everything run inside them (the LRN's band GEMMs are LRN's
+# cost, not the model's matmuls); the rest match the op itself or the autograd node above it.
+OWNING = (
+    ("optimizer", ("Optimizer.step", "Optimizer.zero_grad")),
+    ("LRN", ("_LRN",)),  # our autograd Function, forward (_LRN) and backward (_LRNBackward)
+    ("dropout", ("dropout", "bernoulli", "NativeDropoutBackward")),
+)
+BY_OP = (
+    ("convolutions and matmuls", ("convolution", "addmm", "aten::mm", "aten::bmm", "aten::linear")),
+    ("pooling", ("max_pool", "MaxPool")),
+    ("ReLU", ("relu", "threshold_backward", "clamp_min", "ReluBackward")),
+    ("casts", ("_to_copy", "ToCopyBackward")),
+    ("loss", ("cross_entropy", "log_softmax", "nll_loss", "LogSoftmaxBackward", "NllLossBackward")),
+)
+CATEGORIES = (*(c for c, _ in OWNING), *(c for c, _ in BY_OP), "other")
+
+
+def category(chain: list[str]) -> str:
+    """The category of an op, given its name and those of the ops and nodes around it, innermost first."""
+    for name, marks in OWNING:
+        if any(mark in op for op in chain for mark in marks):
+            return name
+    for op in chain:
+        for name, marks in BY_OP:
+            if any(mark in op for mark in marks):
+                return name
+    return "other"
+
+
+def breakdown(step, x, y, steps: int = 3) -> dict[str, float]:
+    """Seconds per step by category (``CATEGORIES``), from torch.profiler's own time of each op.
+
+    Profiling adds its own cost to every op, so the fractions are the result, not the sum.
+    """
+    for _ in range(2):
+        step(x, y)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(x, y)
+    seconds = dict.fromkeys(CATEGORIES, 0.0)
+    for event in prof.events():
+        own = event.self_device_time_total if x.device.type == "cuda" else event.self_cpu_time_total
+        if own <= 0:
+            continue
+        chain, parent = [event.name], event.cpu_parent
+        while parent is not None:
+            chain.append(parent.name)
+            parent = parent.cpu_parent
+        seconds[category(chain)] += own * 1e-6 / steps
+    return seconds
+
+
 def variants(name, size, device, compile_model, precision, cuda_graphs=False, unfused=False):
 
     def naive():
@@ -362,6 +418,11 @@ def main() -> None:
     parser.add_argument(
         "--precision", default="auto", help="precision of ours: auto (as training), fp32, bf16"
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also profile ours: its time by category (kernels, LRN, pooling, ReLU, casts, optimizer, …)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     precision, why = resolve_precision(args.precision, device)
@@ -417,6 +478,15 @@ def main() -> None:
                       f"{args.kernel_rounds} alternating rounds ({1e3 * (step - alone):.0f} ms "
                       f"elsewhere)")  # fmt: skip
                 row["paired"] = paired
+            if args.breakdown:
+                make_ours = list(variants(name, size, device, *options).values())[-1]
+                parts = breakdown(make_ours(), x, y, args.steps)
+                total = sum(parts.values())
+                shown = ", ".join(
+                    f"{c} {1e3 * t:.1f} ({100 * t / total:.0f} %)" for c, t in parts.items() if t
+                )
+                print(f"  {name:<8} b{batch:<4} ours by category, ms per step under the profiler "
+                      f"({1e3 * total:.0f} in all): {shown}")  # fmt: skip
             rows.append(row)
     if args.store:
         rate = from_store(args.store, batch_for_store(args.batch), args.steps, device, args.compile)

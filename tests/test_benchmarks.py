@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from alexnet import build_model
+from alexnet.config import preset
 from alexnet.models.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +62,40 @@ def test_the_kernel_bound_alternates_whole_steps_with_all_kernels_in_a_row(train
     )
     assert calls == ["step", "conv1", "fc8"] * 5
     assert step_rate > 0 and kernel_rate > 0
+
+
+def test_the_breakdown_gives_each_op_to_the_category_that_owns_it(train_step):
+    # ops inside LRN and the optimizer are theirs even when they are GEMMs or copies; the rest go by
+    # the op itself (innermost first), then by the autograd node above it
+    lrn_gemm = ["aten::addmm", "aten::_LRN_mix", "_LRN"]
+    assert train_step.category(lrn_gemm) == "LRN"
+    assert (
+        train_step.category(["aten::mm", "_LRNBackward", "autograd::engine::evaluate_function: _LRNBackward"])
+        == "LRN"
+    )
+    assert train_step.category(["aten::copy_", "aten::clone", "Optimizer.step#SGD.step"]) == "optimizer"
+    assert (
+        train_step.category(["aten::convolution_backward", "ConvolutionBackward0"])
+        == "convolutions and matmuls"
+    )
+    assert train_step.category(["aten::copy_", "aten::_to_copy", "aten::to", "aten::linear"]) == "casts"
+    assert train_step.category(["aten::threshold_backward", "ReluBackward0"]) == "ReLU"
+    assert train_step.category(["aten::fill_", "MaxPool2DWithIndicesBackward0"]) == "pooling"
+    assert train_step.category(["aten::bernoulli_", "aten::dropout"]) == "dropout"
+    assert train_step.category(["aten::add_", "AccumulateGrad"]) == "other"
+
+
+@pytest.mark.parametrize("lrn", [True, False])
+def test_the_breakdown_of_a_real_step_finds_its_convolutions_pools_and_lrn(train_step, lrn):
+    # `train_step.py --breakdown` on the cifar10 net: every category is reported; the LRN's share
+    # exists exactly when the net has LRN
+    model = build_model("cifar10", **{**preset("cifar10").model.switches(), "input_size": 28, "lrn": lrn})
+    step = train_step.make_step(model, torch.device("cpu"), "fp32", channels_last=True, fused=True)
+    parts = train_step.breakdown(step, torch.randn(4, 3, 28, 28), torch.randint(0, 10, (4,)), steps=1)
+    assert list(parts) == list(train_step.CATEGORIES)
+    for name in ("convolutions and matmuls", "pooling", "ReLU", "optimizer", "dropout", "loss"):
+        assert parts[name] > 0, name
+    assert (parts["LRN"] > 0) == lrn
 
 
 def test_the_gpu_check_dry_run_runs_what_a_cpu_can_and_says_why_it_skips_the_rest(tmp_path):
