@@ -466,10 +466,10 @@ def main() -> None:
             row = {"model": name, "batch": batch, "ours": ours, "flops": flops}
             if peak:
                 row["ceiling"] = peak / flops
+            make_ours = list(variants(name, size, device, *options).values())[-1]  # a fresh "ours"
             if args.kernels:
                 runs = kernel_runs(name, size, batch, device, precision)
                 each = ", ".join(f"{n} {1e3 * best_time(r, device):.1f}" for n, r in runs.items())
-                make_ours = list(variants(name, size, device, *options).values())[-1]
                 paired, row["kernels"] = paired_rates(make_ours(), x, y, runs, args.kernel_rounds, device)
                 alone, step = batch / row["kernels"], batch / paired
                 print(f"  {name:<8} b{batch:<4} its convolutions and matmuls alone, forward + backward in "
@@ -479,7 +479,6 @@ def main() -> None:
                       f"elsewhere)")  # fmt: skip
                 row["paired"] = paired
             if args.breakdown:
-                make_ours = list(variants(name, size, device, *options).values())[-1]
                 parts = breakdown(make_ours(), x, y, args.steps)
                 total = sum(parts.values())
                 shown = ", ".join(
