@@ -83,15 +83,15 @@ def whole(store, tmp_path_factory):
     return out
 
 
-def kill_at(monkeypatch, point: str):
-    """Raise Killed at ``point`` of epoch 2's end (or mid-epoch 2)."""
+def kill_at(monkeypatch, point: str, epoch: int = 2):
+    """Raise Killed at ``point`` of ``epoch``'s end (or mid-epoch 2)."""
     save, history = RunDir.save, RunDir.write_history
 
     def fake_save(self, path, state):
         if point == "mid_epoch" and state["partial"] is not None and state["epoch"] == 1:
             save(self, path, state)
             raise Killed
-        if state["epoch"] == 2 and path.name == "last.pt" and state["partial"] is None:
+        if state["epoch"] == epoch and path.name == "last.pt" and state["partial"] is None:
             if point == "between_best_and_last":
                 raise Killed
             if point == "during_last_write":  # what a kill inside the atomic write leaves
@@ -108,16 +108,25 @@ def kill_at(monkeypatch, point: str):
     monkeypatch.setattr(RunDir, "write_history", fake_history)
 
 
-@pytest.mark.parametrize("point", ["between_best_and_last", "during_last_write", "after_last", "mid_epoch"])
+@pytest.mark.parametrize(
+    "point, epoch",
+    [("between_best_and_last", 2), ("during_last_write", 2), ("after_last", 2), ("mid_epoch", 2),
+     ("between_best_and_last", 1)],  # the first epoch's best.pt, and no last.pt yet
+)  # fmt: skip
 def test_a_kill_at_any_point_of_the_epoch_end_resumes_to_the_same_run(
-    store, whole, tmp_path, monkeypatch, point
+    store, whole, tmp_path, monkeypatch, point, epoch
 ):
     out = tmp_path / "run"
     sets = {"train.checkpoint_every": 3} if point == "mid_epoch" else {}
     with monkeypatch.context() as m:
-        kill_at(m, point)
+        kill_at(m, point, epoch)
         with pytest.raises(Killed):
             fit(config(store, out, **sets), progress=False)
+    if epoch == 1:  # best.pt alone, no row: a plain `alexnet train` refuses, --resume goes on from it
+        assert not (out / "checkpoints" / "last.pt").exists() and rows(out) == []
+        assert load_checkpoint(out / "checkpoints" / "best.pt")["epoch"] == 1
+        with pytest.raises(AlexNetError, match="already holds a run; pass --resume"):
+            fit(config(store, out), progress=False)
     if point == "after_last":  # the old order wrote the row and then died: now the row is missing
         assert len(rows(out)) == 1 and last(out)["epoch"] == 2
     done_before = last(out)["loader"]["position"] * 32 if point == "mid_epoch" else 0

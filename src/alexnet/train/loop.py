@@ -188,7 +188,7 @@ def _check_run_dir(run: RunDir, config: RunConfig, resume: bool, dist: DistInfo)
         raise AlexNetError(
             "train.two_devices splits one model over two devices; do not combine it with torchrun"
         )
-    if run.best.is_file() and not run.last.is_file():
+    if run.best.is_file() and run.resume_point() is None:
         raise AlexNetError(
             f"{run.root} holds checkpoints/best.pt but no last.pt, so the run cannot be resumed and a new "
             f"one would overwrite best.pt; move best.pt away (or delete it) or choose another --out"
@@ -309,7 +309,8 @@ class Trainer:
         model = custom if custom is not None else build_for_run(config, len(store.classes), store.channels)
         normalization = None
         if resume:  # the run's own normalisation, as its checkpoint keeps it
-            normalization = normalization_from(load_checkpoint(run.last, mmap=True)["normalization"])
+            saved = load_checkpoint(run.resume_point(), mmap=True)
+            normalization = normalization_from(saved["normalization"])
         elif config.model.weights not in NO_WEIGHTS:
             pretrained = read_weights(config.model.weights, config.model.name)
             new = load_pretrained(model, pretrained)
@@ -404,10 +405,12 @@ class Trainer:
             self.log.message(line)
 
     def restore(self) -> None:
-        """Continue from last.pt: weights, optimiser, schedule, scaler, loader, RNGs, sums, history."""
-        state = load_checkpoint(self.run.last)
-        check_classes(state["classes"], self.store.classes, str(self.store.root), self.run.last)
-        load_model_state(self.model, state, self.run.last)
+        """Continue from last.pt (or the first epoch's best.pt, see RunDir.resume_point): weights,
+        optimiser, schedule, scaler, loader, RNGs, sums, history."""
+        point = self.run.resume_point()
+        state = load_checkpoint(point)
+        check_classes(state["classes"], self.store.classes, str(self.store.root), point)
+        load_model_state(self.model, state, point)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         if self.scaler.is_enabled() and state["scaler"]:  # a bf16/fp32 run saved no scale to resume in fp16

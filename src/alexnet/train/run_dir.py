@@ -13,7 +13,9 @@
                          when that process dies, so a killed run never stays locked
 
 At an epoch end best.pt is written before last.pt: last.pt's history is what a resumed run
-believes, and it can name a best epoch only once that epoch's best.pt exists.
+believes, and it can name a best epoch only once that epoch's best.pt exists. A kill between the
+first epoch's best.pt and its last.pt leaves best.pt, no last.pt and no row: best.pt then holds the
+very state last.pt would have, and a resumed run continues from it.
 """
 
 from __future__ import annotations
@@ -101,8 +103,25 @@ class RunDir:
         return remove_temporaries(self.root) + remove_temporaries(self.checkpoints) if self.writer else 0
 
     # -- config ----------------------------------------------------------------------------
+    def resume_point(self) -> Path | None:
+        """The checkpoint a resumed run continues from: last.pt, or best.pt when a kill came between
+        the first epoch's best.pt and last.pt (no row written yet); None when there is neither. A
+        best.pt beside written rows but no last.pt (last.pt deleted) is no resume point: it is
+        older than the rows."""
+        if self.last.is_file():
+            return self.last
+        if self.best.is_file() and not self.rows_written():
+            return self.best
+        return None
+
     def has_checkpoint(self) -> bool:
-        return self.last.is_file()
+        return self.resume_point() is not None
+
+    def rows_written(self) -> int:
+        path = self.root / "metrics.jsonl"
+        if not path.is_file():
+            return 0
+        return sum(1 for line in path.read_text(errors="replace").splitlines() if line.strip())
 
     def holds_a_run(self) -> bool:
         """Whether a run has written anything here (its config, rows, checkpoints or results)."""
@@ -112,10 +131,9 @@ class RunDir:
 
     def saved_config(self) -> RunConfig | None:
         """The run's own config: the last checkpoint's, else config.yaml's, else None."""
-        if self.has_checkpoint():
-            return from_dict(
-                load_checkpoint(self.last, mmap=True)["config"]
-            )  # the config, not 0.7 GB of weights
+        point = self.resume_point()
+        if point is not None:
+            return from_dict(load_checkpoint(point, mmap=True)["config"])  # the config, not 0.7 GB of weights
         path = self.root / "config.yaml"
         if not path.is_file():
             return None
