@@ -325,6 +325,18 @@ def _presets() -> dict[str, RunConfig]:
         schedule=ScheduleConfig(name="cosine", warmup_epochs=1.0),
         train=TrainConfig(epochs=22, batch_size=128, label_smoothing=0.1),
     )
+    # The paper's CIFAR-10 figure, 11 % error for its AlexNet-family net (§3.3): the cifar10 recipe
+    # at conv1..conv5 widths 96/192/384/384/256 (2,800,970 parameters against 1,375,754), Cutout 12
+    # (DeVries & Taylor 2017) so the wider net does not overfit, 80 epochs, all 50,000 training images: the
+    # schedule is fixed, so validating on test chooses nothing but best.pt, and the final model is
+    # what is reported (docs/results.md: 88.96 % ten-crop, seed 0, 84 min on 2 AMX cores).
+    cifar10_long = dataclasses.replace(
+        cifar10,
+        preset="cifar10-long",
+        model=dataclasses.replace(cifar10.model, widths=(96, 192, 384, 384, 256)),
+        data=dataclasses.replace(cifar10.data, cutout=12, val_split="test"),
+        train=dataclasses.replace(cifar10.train, epochs=80),
+    )
     # The PaddlePaddle tutorial: CIFAR-10 resized to 224, (x − 127.5)/127.5, Adam with its defaults,
     # batch 128, 50 epochs. Its printed network drops the ReLU after conv3 and conv4; this preset
     # trains the faithful network (torchvision's widths and dropout placement, which the tutorial
@@ -361,7 +373,8 @@ def _presets() -> dict[str, RunConfig]:
         schedule=ScheduleConfig(name="step", step_size=7, factor=0.1),
         train=TrainConfig(epochs=25, batch_size=4),
     )
-    return {c.preset: c for c in (paper, torchvision, d2l, figure1, cifar10, paddle, finetune)}
+    presets = (paper, torchvision, d2l, figure1, cifar10, cifar10_long, paddle, finetune)
+    return {c.preset: c for c in presets}
 
 
 def preset_names() -> list[str]:
@@ -703,6 +716,7 @@ def describe(config: RunConfig) -> str:
     model = [
         f"{m.init} init" if m.init else "",
         f"groups {m.groups}" if m.groups else "",
+        f"widths {'/'.join(map(str, m.widths))}" if m.widths else "",
         {"after-pool": "LRN after the pools", "before-pool": "LRN before the pools"}.get(m.lrn_position, ""),
         f"dropout {m.dropout:g}",
     ]
@@ -716,5 +730,7 @@ def describe(config: RunConfig) -> str:
         parts.append(f"frozen: {', '.join(t.freeze)}")
     if o.backbone_lr_scale != 1:
         parts.append(f"layers before the last at ×{o.backbone_lr_scale:g} the rate")
+    if d.val_split == "test":
+        parts.append("all training images, validated on test")
     parts.append("ten-crop final evaluation" if d.ten_crop else "centre-crop final evaluation")
     return "; ".join(parts)
