@@ -110,14 +110,14 @@ class RunDir:
         older than the rows."""
         if self.last.is_file():
             return self.last
-        if self.best.is_file() and not self.rows_written():
+        if self.best.is_file() and not self._rows_written():
             return self.best
         return None
 
     def has_checkpoint(self) -> bool:
         return self.resume_point() is not None
 
-    def rows_written(self) -> int:
+    def _rows_written(self) -> int:
         path = self.root / "metrics.jsonl"
         if not path.is_file():
             return 0
