@@ -5,6 +5,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -475,6 +476,25 @@ def test_bad_files_and_paths_are_one_line(store, tmp_path, capsys):
 def test_the_nan_stop_names_no_checkpoint_before_the_first(store, tmp_path):
     with pytest.raises(AlexNetError, match="No checkpoint was written yet: start again with a lower"):
         fit(config(store, tmp_path / "run", epochs=1, **{"optim.lr": "1e30"}), progress=False)
+
+
+def test_a_run_resumed_from_best_pt_survives_a_second_stop(store, whole, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        kill_at(m, "between_best_and_last", epoch=1)
+        with pytest.raises(Killed):
+            fit(config(store, out), progress=False)
+    best, last_pt = out / "checkpoints" / "best.pt", out / "checkpoints" / "last.pt"
+    # the resumed run stops in epoch 2, before it writes a checkpoint of its own; best.pt was made
+    # last.pt before the epoch-1 row was rewritten, so the stop names it and --resume still works
+    lr = str(resolve("figure1").optim.lr)
+    with pytest.raises(AlexNetError, match=f"The last good checkpoint is {re.escape(str(last_pt))}: resume"):
+        fit(resume_config(out, {"optim.lr": "1e30"}), resume=True, progress=False)
+    assert len(rows(out)) == 1
+    for key, value in load_checkpoint(best)["model"].items():
+        assert torch.equal(last(out)["model"][key], value), key
+    fit(resume_config(out, {"optim.lr": lr}), resume=True, progress=False)
+    assert_same_run(whole, out)
 
 
 def test_a_file_name_that_is_not_utf8_is_listed_as_skipped(tmp_path):

@@ -424,6 +424,10 @@ class Trainer:
         self.generator.set_state(state["rng"]["generator"])
         if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        if point != self.run.last:
+            # best.pt becomes last.pt before any row is written: with rows and no last.pt, a second
+            # kill before this epoch's end would leave a run that resume_point() refuses
+            self.run.save(self.run.last, state)
         self.run.write_history(self.result.history)  # drop rows of epochs the checkpoint did not reach
         self.log.message(
             f"resumed {self.run.root} at epoch {self.epoch + 1}, "
