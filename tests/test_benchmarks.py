@@ -43,6 +43,16 @@ def test_the_ceilings_flop_count_is_three_passes_of_the_models_multiply_adds(tra
         assert summary.total_macs == 48_140_288
 
 
+def test_the_cpu_ceiling_is_the_fastest_of_its_probes(train_step):
+    # a matmul and two of the paper net's convolutions, each timed in the step's precision; the
+    # ceiling is the best rate of the three (some CPUs' sgemm is slower than their convolutions)
+    peak, source = train_step.arithmetic_peak(torch.device("cpu"), "fp32", repeats=1)
+    head, _, rates = source.partition("; GFLOP/s by probe: ")
+    shown = dict(r.rsplit(" ", 1) for r in rates.split(", "))
+    assert head == "fp32" and list(shown) == ["matmul 4096²", "conv2 5×5 g2", "conv3 3×3"]
+    assert f"{peak / 1e9:.0f}" == max(shown.values(), key=int)
+
+
 def test_the_kernel_bound_times_each_convolution_and_matmul_of_the_paper_net_at_its_shapes(train_step):
     # `train_step.py --kernels`: the paper net's eight layers found by their modules, each timed
     # forward + backward alone at the shape it sees in the net (a wrong shape would fail to run)

@@ -29,7 +29,12 @@ def test_the_train_step_benchmark_runs_on_the_cpu_with_the_models_flag(tmp_path)
     # device type for generator")
     store = slice_store(tmp_path, {"train": 2}, size=240)
     out = bench(
-        "--models", "cifar10", "--batch", "8", "--steps", "1", "--precision", "fp32", "--store", str(store)
+        "--models", "cifar10", "--batch", "8", "--steps", "1", "--precision", "fp32", "--store", str(store),
+        "--peak-tflops", "1",  # its probes: test_the_cpu_ceiling_is_the_fastest_of_its_probes
+    )  # fmt: skip
+    assert "peak here 1000 GFLOP/s (1 TFLOP/s (--peak-tflops))" in out
+    assert re.search(
+        r"^  cifar10  b8 +fp32 ours [\d.]+ img/s; ceiling [\d.]+ img/s .*: \d+ % of it", out, re.M
     )
     assert "ours (fp32, channels_last, our LRN, fused SGD)" in out
     assert "speedup of our defaults over the naive step: cifar10" in out
