@@ -47,7 +47,8 @@ PARITY_STEPS = 3
 GPU_BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0}
 
 
-def gpu_peak(device, given: float | None) -> tuple[float | None, str]:
+def stated_peak(device, given: float | None) -> tuple[float | None, str]:
+    """The peak given on the command line (any device), else the GPU's from its data sheet."""
     if given:
         return given * 1e12, f"{given:g} TFLOP/s (--peak-tflops)"
     name = torch.cuda.get_device_name(device)
@@ -442,7 +443,7 @@ def main() -> None:
     )
     # The ceiling, in the precision "ours" runs in: a step cannot beat its FLOPs at the peak rate.
     if device.type == "cuda" or args.peak_tflops:
-        peak, source = gpu_peak(device, args.peak_tflops)
+        peak, source = stated_peak(device, args.peak_tflops)
     else:
         peak, source = arithmetic_peak(device, precision)
     print(f"  peak: {source}" if peak is None else f"  peak here {peak / 1e9:.0f} GFLOP/s ({source})")
