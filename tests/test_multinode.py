@@ -19,7 +19,9 @@ from alexnet.checkpoint import load_checkpoint
 from alexnet.data import prepare
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-pytestmark = pytest.mark.skipif(TORCHRUN is None, reason="no torchrun beside this Python")
+# slow (about 30 s: three launches of two torchrun agents): CI covers the DDP kill and bit-exact resume
+# without the rendezvous in test_resume_ddp.py
+pytestmark = [pytest.mark.skipif(TORCHRUN is None, reason="no torchrun beside this Python"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
