@@ -2,7 +2,8 @@
 
 Naive: fp32, NCHW, torch.nn.LocalResponseNorm, eager, torch's default SGD. Ours: the defaults
 ``alexnet train`` picks for the device (our LRN, channels_last, bf16 autocast where the device has
-native bf16, the fused SGD kernel), optionally with torch.compile. Models: ``cifar10`` at 28,
+native bf16, the preset's optimizer on torch's fused SGD kernel), optionally with torch.compile.
+Models: ``cifar10`` at 28,
 ``figure1`` at 32, ``torchvision`` at 224 and ``paper`` at 227 (each recipe's crop), each built as
 its preset builds it (the cifar10 net with two groups and LRN after its pools), at batch 64
 and at each preset's own batch by default. Also a short loss-parity check: the same seed trained
@@ -39,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop, conv_f
 from alexnet import build_model
 from alexnet.config import preset
 from alexnet.runtime import autocast, keep_freed_cpu_memory, resolve_precision
+from alexnet.train import make_optimizer
 
 PARITY_STEPS = 3
 
@@ -63,9 +65,15 @@ def preset_model(name: str, size: int):
     return build_model(name, **{**preset(name).model.switches(), "input_size": size})
 
 
-def make_step(model, device, precision, channels_last, cuda_graphs=False, fused=False):
-    # ours: the fused SGD kernel, as training uses it (alexnet.train.optim.make_optimizer)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, fused=fused or None)
+def torch_sgd(model):
+    """torch's SGD with its defaults (foreach, not the fused kernel): the naive step's optimizer."""
+    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+
+def make_step(model, device, precision, channels_last, cuda_graphs=False, optimizer=None):
+    """One training step of ``model``; ``optimizer``: the optimizer over its parameters (default
+    torch_sgd). Ours passes the preset's, as ``alexnet train`` builds it (make_optimizer)."""
+    opt = optimizer or torch_sgd(model)
 
     def step(x, y):
         if cuda_graphs:  # a new iteration: outputs of the last replay may be overwritten
@@ -328,20 +336,22 @@ def variants(name, size, device, compile_model, precision, cuda_graphs=False, un
         m = with_torch_lrn(m) if name in ("paper", "cifar10") else m
         return make_step(m.to(device), device, "fp32", channels_last=False)
 
-    def ours(fused=True):
+    def ours(preset_optimizer=True):
         torch.manual_seed(0)
         m = preset_model(name, size).to(device).to(memory_format=torch.channels_last)
+        # the preset's optimizer (paper: §5's rule, biases undecayed; cifar10: Nesterov), fused
+        opt = make_optimizer(m, preset(name).optim) if preset_optimizer else torch_sgd(m)
         if cuda_graphs:  # torch.compile's CUDA graphs: one replay per forward and per backward
             m = torch.compile(m, mode="reduce-overhead")
         elif compile_model:
             m = torch.compile(m)
-        return make_step(m, device, precision, channels_last=True, cuda_graphs=cuda_graphs, fused=fused)
+        return make_step(m, device, precision, channels_last=True, cuda_graphs=cuda_graphs, optimizer=opt)
 
     how = ", CUDA graphs" if cuda_graphs else ", compiled" if compile_model else ""
     out = {"naive (fp32, NCHW, torch LRN, eager)": naive}
-    if unfused:  # what the fused SGD kernel is worth, in the same process
-        out[f"ours with torch's default SGD ({precision}{how})"] = lambda: ours(fused=False)
-    out[f"ours ({precision}, channels_last, our LRN, fused SGD{how})"] = ours
+    if unfused:  # what the fused optimizer kernel is worth, in the same process
+        out[f"ours with torch's default SGD ({precision}{how})"] = lambda: ours(preset_optimizer=False)
+    out[f"ours ({precision}, channels_last, our LRN, fused {preset(name).optim.name}{how})"] = ours
     return out
 
 

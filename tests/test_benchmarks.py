@@ -11,6 +11,7 @@ import torch
 from alexnet import build_model
 from alexnet.config import preset
 from alexnet.models.summary import summarize
+from alexnet.train import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -100,7 +101,8 @@ def test_the_breakdown_of_a_real_step_finds_its_convolutions_pools_and_lrn(train
     # `train_step.py --breakdown` on the cifar10 net: every category is reported; the LRN's share
     # exists exactly when the net has LRN
     model = build_model("cifar10", **{**preset("cifar10").model.switches(), "input_size": 28, "lrn": lrn})
-    step = train_step.make_step(model, torch.device("cpu"), "fp32", channels_last=True, fused=True)
+    opt = make_optimizer(model, preset("cifar10").optim)
+    step = train_step.make_step(model, torch.device("cpu"), "fp32", channels_last=True, optimizer=opt)
     parts = train_step.breakdown(step, torch.randn(4, 3, 28, 28), torch.randint(0, 10, (4,)), steps=1)
     assert list(parts) == list(train_step.CATEGORIES)
     for name in ("convolutions and matmuls", "pooling", "ReLU", "optimizer", "dropout", "loss"):
@@ -135,3 +137,21 @@ def test_the_gpu_checks_training_runs_dry_on_the_cpu(tmp_path):
     checks = gpu_check_dry_run(tmp_path, ("end to end from a JPEG store", "two towers", "DDP with NCCL"))
     assert checks["two towers"]["result"]["cpu,cpu"]["train_img_per_s"] > 0
     assert "| end to end from a JPEG store | ok |" in (tmp_path / "gpu_check.md").read_text()
+
+
+@pytest.mark.slow  # the paper net's 61 M parameters stepped three ways, and 256 MB probes (about 9 s)
+def test_the_optimizer_benchmark_times_the_paper_rule_three_ways():
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "optimizer.py"), "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert "paper: 60,965,224 parameters, paper_sgd" in lines[0]
+    for name in ("written out (four passes)", "ours (PaperSGD)", "torch.optim.SGD fused (the kernel alone)"):
+        assert any(line.startswith(f"  {name} ") and line.endswith("% of the bandwidth") for line in lines), (
+            name
+        )
+    assert lines[-1].startswith("ours: ") and "× the written-out rule; " in lines[-1]

@@ -36,7 +36,7 @@ def test_the_train_step_benchmark_runs_on_the_cpu_with_the_models_flag(tmp_path)
     assert re.search(
         r"^  cifar10  b8 +fp32 ours [\d.]+ img/s; ceiling [\d.]+ img/s .*: \d+ % of it", out, re.M
     )
-    assert "ours (fp32, channels_last, our LRN, fused SGD)" in out
+    assert "ours (fp32, channels_last, our LRN, fused sgd)" in out  # the cifar10 preset's optimizer
     assert "speedup of our defaults over the naive step: cifar10" in out
     assert f"paper    ours, fed from {store} (StoreLoader + paper augmentation on cpu):" in out
 

@@ -37,6 +37,46 @@ def test_torch_sgd_agrees_at_a_constant_rate_and_differs_after_the_drop():
     assert run(torch.optim.SGD, [0.1, 0.1, 0.01]) == pytest.approx(0.6937033499, abs=1e-12)
 
 
+def written_out(params, grads, velocities, lr, mu, wd):
+    """§5's rule as four passes, v ← μv − λεw − εg; w ← w + v (PaperSGD before it used torch's kernel)."""
+    for w, g, v in zip(params, grads, velocities, strict=True):
+        v.mul_(mu).add_(w, alpha=-wd * lr).add_(g, alpha=-lr)
+        w.add_(v)
+
+
+@pytest.mark.parametrize("mu", [0.9, 0.0])
+def test_paper_sgd_on_torchs_fused_kernel_is_the_rule_written_out(monkeypatch, mu):
+    # two groups as the paper preset has them (weights decayed, biases not), a rate drop and an odd
+    # rate; fp32, so the two differ only in rounding (the kernel adds λw to g before scaling by ε)
+    calls = []
+    kernel = torch._fused_sgd_
+    monkeypatch.setattr(torch, "_fused_sgd_", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    torch.manual_seed(0)
+    weights, biases = [torch.randn(64, 27), torch.randn(5, 5, 3, 3)], [torch.randn(64)]
+    ours = [torch.nn.Parameter(t.clone()) for t in weights + biases]
+    opt = PaperSGD(
+        [{"params": ours[:2]}, {"params": ours[2:], "weight_decay": 0.0}], momentum=mu, weight_decay=5e-4
+    )
+    ref = [t.clone() for t in weights + biases]
+    velocities = [torch.zeros_like(t) for t in ref]
+    for lr in (0.01, 0.01, 0.001, 0.0123):
+        grads = [torch.randn_like(t) for t in ref]
+        for p, g in zip(ours, grads, strict=True):
+            p.grad = g.clone()
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        written_out(ref[:2], grads[:2], velocities[:2], lr, mu, 5e-4)
+        written_out(ref[2:], grads[2:], velocities[2:], lr, mu, 0.0)
+        for p, r in zip(ours, ref, strict=True):
+            torch.testing.assert_close(p.detach(), r, rtol=2e-7, atol=2e-7)
+    if mu:  # the velocity, under the name a checkpoint keeps it by
+        for p, v in zip(ours, velocities, strict=True):
+            # a few ulp of velocities near 0.03
+            torch.testing.assert_close(opt.state[p]["velocity"], v, rtol=1e-6, atol=1e-8)
+    assert len(calls) == 8  # one fused call per group and step: no per-tensor passes
+
+
 def test_plateau_divides_by_ten_after_patience_at_most_max_drops():
     s = Schedule(ScheduleConfig(name="plateau", patience=1, max_drops=2), 0.01, steps_per_epoch=10, epochs=90)
     assert s.lr(0, 0) == 0.01

@@ -1,0 +1,108 @@
+"""The paper preset's optimizer step alone: §5's update rule written out against ours, in one process.
+
+Written out (what PaperSGD computed before): v ← μv − λεw − εg; w ← w + v as four in-place passes,
+eleven reads and writes of 4 bytes per parameter. Ours: PaperSGD as the paper preset builds it
+(make_optimizer: weights decayed, biases not) on torch's fused SGD kernel, one pass reading w, g, v
+and writing w, v (five). Also torch.optim.SGD with fused=True over the same groups: the kernel's
+own speed, the bound ours can reach. The ceiling: the step's memory traffic at the best rate simple
+in-place passes reach on this machine (``bandwidth``).
+
+    python benchmarks/optimizer.py [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from alexnet import build_model
+from alexnet.config import preset
+from alexnet.experiments.framework import machine
+from alexnet.train import make_optimizer
+from alexnet.train.optim import parameter_groups
+
+# Bytes moved per parameter (fp32): the written-out rule's passes read and write v (mul_), read w
+# and v and write v twice (the two add_), read v and w and write w; the fused kernel reads w, g, v
+# and writes w, v once.
+WRITTEN_OUT_BYTES, FUSED_BYTES = 11 * 4, 5 * 4
+
+
+def best(fn, rounds: int) -> float:
+    fn()
+    fn()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bandwidth(rounds: int) -> float:
+    """The best memory rate of simple in-place passes (bytes per second): a *= s (a read and a write
+    per element) and a += b (two reads, a write), at fc6's size (37.7 M floats) and at 256 MB, in
+    place as the optimizer's passes are (a separate output is read before it is written)."""
+    rates = []
+    for numel in (37_748_736, 1 << 26):
+        a, b = torch.rand(numel), torch.rand(numel)
+        rates.append(2 * 4 * numel / best(lambda: a.mul_(1.0), rounds))  # noqa: B023 (timed at once)
+        rates.append(3 * 4 * numel / best(lambda: a.add_(b), rounds))  # noqa: B023
+    return max(rates)
+
+
+def written_out_step(groups, velocities):
+    def step():
+        with torch.no_grad():
+            for group in groups:
+                lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+                for w in group["params"]:
+                    v = velocities[w]
+                    v.mul_(mu).add_(w, alpha=-wd * lr).add_(w.grad, alpha=-lr)
+                    w.add_(v)
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    recipe = preset("paper")
+    model = build_model(recipe.model.name, **recipe.model.switches())
+    cfg = recipe.optim
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    n = sum(p.numel() for p in model.parameters())
+    print(f"{machine()}; paper: {n:,} parameters, {cfg.name}")
+    ours = make_optimizer(model, cfg)
+    groups = [{**g, "lr": cfg.lr, "momentum": cfg.momentum} for g in parameter_groups(model, cfg)]
+    velocities = {p: torch.zeros_like(p) for p in model.parameters()}
+    kernel = torch.optim.SGD(
+        [{k: g[k] for k in ("params", "weight_decay")} for g in groups],
+        lr=cfg.lr, momentum=cfg.momentum, fused=True,
+    )  # fmt: skip
+    copy_rate = bandwidth(args.rounds)
+    timed = {
+        "written out (four passes)": (
+            best(written_out_step(groups, velocities), args.rounds),
+            WRITTEN_OUT_BYTES,
+        ),
+        f"ours ({type(ours).__name__})": (best(ours.step, args.rounds), FUSED_BYTES),
+        "torch.optim.SGD fused (the kernel alone)": (best(kernel.step, args.rounds), FUSED_BYTES),
+    }
+    print(f"memory bandwidth {copy_rate / 1e9:.1f} GB/s (the best of a *= s and a += b, in place)")
+    for name, (seconds, per_param) in timed.items():
+        floor = per_param * n / copy_rate
+        print(f"  {name:42s} {seconds * 1e3:7.1f} ms  {per_param * n / seconds / 1e9:5.1f} GB/s  "
+              f"{100 * floor / seconds:3.0f} % of the bandwidth")  # fmt: skip
+    base, mine, bound = (t for t, _ in timed.values())
+    print(
+        f"ours: {base / mine:.2f}× the written-out rule; {100 * bound / mine:.0f} % of the kernel's own speed"
+    )
+
+
+if __name__ == "__main__":
+    main()
