@@ -52,7 +52,8 @@ def test_paper_sgd_on_torchs_fused_kernel_is_the_rule_written_out(monkeypatch, m
     kernel = torch._fused_sgd_
     monkeypatch.setattr(torch, "_fused_sgd_", lambda *a, **k: calls.append(1) or kernel(*a, **k))
     torch.manual_seed(0)
-    weights, biases = [torch.randn(64, 27), torch.randn(5, 5, 3, 3)], [torch.randn(64)]
+    weights = [torch.randn(64, 27), torch.randn(5, 5, 3, 3).contiguous(memory_format=torch.channels_last)]
+    biases = [torch.randn(64)]  # the conv weight channels_last, as training holds it
     ours = [torch.nn.Parameter(t.clone()) for t in weights + biases]
     opt = PaperSGD(
         [{"params": ours[:2]}, {"params": ours[2:], "weight_decay": 0.0}], momentum=mu, weight_decay=5e-4
