@@ -23,9 +23,9 @@ from alexnet.experiments.framework import machine
 from alexnet.train import make_optimizer
 from alexnet.train.optim import parameter_groups
 
-# Bytes moved per parameter (fp32): the written-out rule's passes read and write v (mul_), read w
-# and v and write v twice (the two add_), read v and w and write w; the fused kernel reads w, g, v
-# and writes w, v once.
+# Bytes moved per parameter (fp32). Written out: v.mul_ reads and writes v (2), each add_ into v
+# reads v and w or g and writes v (3 + 3), w.add_(v) reads w and v and writes w (3). Fused: reads
+# w, g, v and writes w, v once (5).
 WRITTEN_OUT_BYTES, FUSED_BYTES = 11 * 4, 5 * 4
 
 
@@ -84,7 +84,7 @@ def main() -> None:
         [{k: g[k] for k in ("params", "weight_decay")} for g in groups],
         lr=cfg.lr, momentum=cfg.momentum, fused=True,
     )  # fmt: skip
-    copy_rate = bandwidth(args.rounds)
+    rate = bandwidth(args.rounds)
     timed = {
         "written out (four passes)": (
             best(written_out_step(groups, velocities), args.rounds),
@@ -93,9 +93,9 @@ def main() -> None:
         f"ours ({type(ours).__name__})": (best(ours.step, args.rounds), FUSED_BYTES),
         "torch.optim.SGD fused (the kernel alone)": (best(kernel.step, args.rounds), FUSED_BYTES),
     }
-    print(f"memory bandwidth {copy_rate / 1e9:.1f} GB/s (the best of a *= s and a += b, in place)")
+    print(f"memory bandwidth {rate / 1e9:.1f} GB/s (the best of a *= s and a += b, in place)")
     for name, (seconds, per_param) in timed.items():
-        floor = per_param * n / copy_rate
+        floor = per_param * n / rate
         print(f"  {name:42s} {seconds * 1e3:7.1f} ms  {per_param * n / seconds / 1e9:5.1f} GB/s  "
               f"{100 * floor / seconds:3.0f} % of the bandwidth")  # fmt: skip
     base, mine, bound = (t for t, _ in timed.values())
