@@ -7,7 +7,14 @@ and writing w, v (five). Also torch.optim.SGD with fused=True over the same grou
 own speed, the bound ours can reach. The ceiling: the step's memory traffic at the best rate simple
 in-place passes reach on this machine (``bandwidth``).
 
-    python benchmarks/optimizer.py [--rounds 7]
+With ``--bf16``, also what a bf16 weight copy kept by the optimizer could save a bf16 step: the
+weight-side passes of autocast's route (each fp32 weight cast to bf16 for the forward, each bf16
+weight gradient cast back to fp32, then ours) against one torch.compile'd pass that reads the fp32
+weight, the bf16 gradient and the velocity and writes the weight, the velocity and the bf16 copy.
+The allocator keeps freed memory as ``alexnet train`` has it (keep_freed_cpu_memory), so a cast's
+fresh output costs no page faults.
+
+    python benchmarks/optimizer.py [--rounds 7] [--bf16]
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 from alexnet import build_model
 from alexnet.config import preset
 from alexnet.experiments.framework import machine
+from alexnet.runtime import keep_freed_cpu_memory
 from alexnet.train import make_optimizer
 from alexnet.train.optim import parameter_groups
 
@@ -65,10 +73,48 @@ def written_out_step(groups, velocities):
     return step
 
 
+def master_update(masters, grads, velocities, copies, lr, mu, wd):
+    """§5's rule on fp32 weights from bf16 gradients, writing the bf16 copy in the same pass (lr, mu,
+    wd: 0-d tensors, so that a new rate is not a new compile)."""
+    for w, g, v, c in zip(masters, grads, velocities, copies, strict=True):
+        v.mul_(mu).sub_(lr * (g.float() + wd * w))
+        w.add_(v)
+        c.copy_(w)
+
+
+def bf16_weight_passes(model, ours, rounds: int) -> dict[str, float]:
+    """Seconds per step of the weight-side passes of a bf16 step, both ways (``--bf16``)."""
+    params = list(model.parameters())
+    grads = [p.grad.to(torch.bfloat16) for p in params]  # what the bf16 convolutions hand back
+
+    def autocast_route():
+        [p.to(torch.bfloat16) for p in params]  # autocast's cast of each weight, once a forward
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.float()  # the cast's backward: the gradient back to the weight's fp32
+        ours.step()
+
+    masters = [p.detach().clone() for p in params]
+    velocities = [torch.zeros_like(p) for p in params]
+    copies = [p.detach().to(torch.bfloat16) for p in params]
+    rates = [torch.tensor(x) for x in (0.01, 0.9, 5e-4)]
+    compiled = torch.compile(master_update, fullgraph=True, dynamic=False)
+    t0 = time.perf_counter()
+    compiled(masters, grads, velocities, copies, *rates)
+    print(f"bf16 weight copy: compiled in {time.perf_counter() - t0:.1f} s (cached on disk for the next run)")
+    return {
+        "autocast's casts + ours": best(autocast_route, rounds),
+        "one compiled pass writing the bf16 copy": best(
+            lambda: compiled(masters, grads, velocities, copies, *rates), rounds
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--bf16", action="store_true", help="also time a bf16 step's weight-side passes")
     args = parser.parse_args()
+    keep_freed_cpu_memory()  # as `alexnet train` on the CPU
     torch.manual_seed(0)
     recipe = preset("paper")
     model = build_model(recipe.model.name, **recipe.model.switches())
@@ -102,6 +148,13 @@ def main() -> None:
     print(
         f"ours: {base / mine:.2f}× the written-out rule; {100 * bound / mine:.0f} % of the kernel's own speed"
     )
+    if args.bf16:
+        with torch.no_grad():
+            both = bf16_weight_passes(model, ours, args.rounds)
+        for name, seconds in both.items():
+            print(f"  {name:42s} {seconds * 1e3:7.1f} ms")
+        route, copy = both.values()
+        print(f"a bf16 weight copy kept by the optimizer would save {(route - copy) * 1e3:.1f} ms a step")
 
 
 if __name__ == "__main__":

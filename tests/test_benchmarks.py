@@ -139,19 +139,38 @@ def test_the_gpu_checks_training_runs_dry_on_the_cpu(tmp_path):
     assert "| end to end from a JPEG store | ok |" in (tmp_path / "gpu_check.md").read_text()
 
 
-@pytest.mark.slow  # the paper net's 61 M parameters stepped three ways, and 256 MB probes (about 9 s)
-def test_the_optimizer_benchmark_times_the_paper_rule_three_ways():
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "optimizer.py"), "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def test_the_bf16_weight_copys_update_is_the_paper_rule_and_writes_the_copy(monkeypatch):
+    # benchmarks/optimizer.py --bf16 times this pass against autocast's route: it must do the same work
+    monkeypatch.syspath_prepend(str(BENCH))
+    import optimizer
+
+    torch.manual_seed(0)
+    w, g = torch.randn(300, 7), torch.randn(300, 7).to(torch.bfloat16)
+    masters, velocities = [w.clone()], [torch.zeros_like(w)]
+    copies = [torch.empty(300, 7, dtype=torch.bfloat16)]
+    ref, v = w.clone(), torch.zeros_like(w)
+    for lr in (0.01, 0.001):
+        rates = (torch.tensor(lr), torch.tensor(0.9), torch.tensor(5e-4))
+        optimizer.master_update(masters, [g], velocities, copies, *rates)
+        v.mul_(0.9).add_(ref, alpha=-5e-4 * lr).add_(g.float(), alpha=-lr)
+        ref.add_(v)
+        torch.testing.assert_close(masters[0], ref, rtol=2e-7, atol=2e-7)
+        assert torch.equal(copies[0], masters[0].to(torch.bfloat16))
+
+
+@pytest.mark.slow  # the paper net's 61 M parameters stepped five ways, a compile, 256 MB probes (~20 s)
+def test_the_optimizer_benchmark_times_the_paper_rule_and_the_bf16_weight_copy():
+    cmd = [sys.executable, str(BENCH / "optimizer.py"), "--rounds", "1", "--bf16"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert "paper: 60,965,224 parameters, paper_sgd" in lines[0]
-    for name in ("written out (four passes)", "ours (PaperSGD)", "torch.optim.SGD fused (the kernel alone)"):
+    timed = ("written out (four passes)", "ours (PaperSGD)", "torch.optim.SGD fused (the kernel alone)")
+    for name in timed:
         assert any(line.startswith(f"  {name} ") and line.endswith("% of the bandwidth") for line in lines), (
             name
         )
-    assert lines[-1].startswith("ours: ") and "× the written-out rule; " in lines[-1]
+    assert any(line.startswith("ours: ") and "× the written-out rule; " in line for line in lines)
+    for name in ("autocast's casts + ours", "one compiled pass writing the bf16 copy"):
+        assert any(line.startswith(f"  {name} ") and line.endswith(" ms") for line in lines), name
+    assert lines[-1].startswith("a bf16 weight copy kept by the optimizer would save ")
