@@ -23,6 +23,7 @@ import argparse
 import time
 
 import torch
+from train_step import best_time  # benchmarks/train_step.py: two warm-ups, then the best
 
 from alexnet import build_model
 from alexnet.config import preset
@@ -35,17 +36,7 @@ from alexnet.train.optim import parameter_groups
 # reads v and w or g and writes v (3 + 3), w.add_(v) reads w and v and writes w (3). Fused: reads
 # w, g, v and writes w, v once (5).
 WRITTEN_OUT_BYTES, FUSED_BYTES = 11 * 4, 5 * 4
-
-
-def best(fn, rounds: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+CPU = torch.device("cpu")
 
 
 def bandwidth(rounds: int) -> float:
@@ -55,8 +46,8 @@ def bandwidth(rounds: int) -> float:
     rates = []
     for numel in (37_748_736, 1 << 26):
         a, b = torch.rand(numel), torch.rand(numel)
-        rates.append(2 * 4 * numel / best(lambda: a.mul_(1.0), rounds))  # noqa: B023 (timed at once)
-        rates.append(3 * 4 * numel / best(lambda: a.add_(b), rounds))  # noqa: B023
+        rates.append(2 * 4 * numel / best_time(lambda: a.mul_(1.0), CPU, rounds))  # noqa: B023 (timed at once)
+        rates.append(3 * 4 * numel / best_time(lambda: a.add_(b), CPU, rounds))  # noqa: B023
     return max(rates)
 
 
@@ -102,9 +93,9 @@ def bf16_weight_passes(model, ours, rounds: int) -> dict[str, float]:
     compiled(masters, grads, velocities, copies, *rates)
     print(f"bf16 weight copy: compiled in {time.perf_counter() - t0:.1f} s (cached on disk for the next run)")
     return {
-        "autocast's casts + ours": best(autocast_route, rounds),
-        "one compiled pass writing the bf16 copy": best(
-            lambda: compiled(masters, grads, velocities, copies, *rates), rounds
+        "autocast's casts + ours": best_time(autocast_route, CPU, rounds),
+        "one compiled pass writing the bf16 copy": best_time(
+            lambda: compiled(masters, grads, velocities, copies, *rates), CPU, rounds
         ),
     }
 
@@ -133,11 +124,11 @@ def main() -> None:
     rate = bandwidth(args.rounds)
     timed = {
         "written out (four passes)": (
-            best(written_out_step(groups, velocities), args.rounds),
+            best_time(written_out_step(groups, velocities), CPU, args.rounds),
             WRITTEN_OUT_BYTES,
         ),
-        f"ours ({type(ours).__name__})": (best(ours.step, args.rounds), FUSED_BYTES),
-        "torch.optim.SGD fused (the kernel alone)": (best(kernel.step, args.rounds), FUSED_BYTES),
+        f"ours ({type(ours).__name__})": (best_time(ours.step, CPU, args.rounds), FUSED_BYTES),
+        "torch.optim.SGD fused (the kernel alone)": (best_time(kernel.step, CPU, args.rounds), FUSED_BYTES),
     }
     print(f"memory bandwidth {rate / 1e9:.1f} GB/s (the best of a *= s and a += b, in place)")
     for name, (seconds, per_param) in timed.items():

@@ -79,7 +79,6 @@ def torch_default(model, cfg):
 def make_step(model, device, precision, channels_last, optimizer, cuda_graphs=False):
     """One training step of ``model``, updated by ``optimizer`` (ours: the preset's, as ``alexnet
     train`` builds it with make_optimizer; naive: torch_default)."""
-    opt = optimizer
 
     def step(x, y):
         if cuda_graphs:  # a new iteration: outputs of the last replay may be overwritten
@@ -89,9 +88,9 @@ def make_step(model, device, precision, channels_last, optimizer, cuda_graphs=Fa
         with autocast(device, precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        optimizer.step()
         return loss
 
     return step
