@@ -131,3 +131,161 @@ def test_the_band_is_a_buffer_built_once_and_forward_keeps_no_state():
     torch.testing.assert_close(  # and without channels, each call builds its own: the same result
         lrn(x := torch.randn(2, 96, 5, 5)), LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)(x)
     )
+
+
+# --- the one-pass CPU kernel (lrn_native.py, lrn_kernel.c) ---------------------------------------
+
+
+def _reference(x, g, size, alpha, beta, k, groups):
+    """torch's LRN in float64, group by group: the exact result both our forms are held to."""
+    x64 = x.detach().double().requires_grad_()
+    ref = torch.nn.LocalResponseNorm(size, alpha, beta, k)
+    out = torch.cat([ref(c) for c in x64.chunk(groups, 1)], 1)
+    (gx,) = torch.autograd.grad(out, x64, g.double())
+    return out, gx
+
+
+@pytest.fixture
+def native_calls(monkeypatch):
+    """Counts the kernel's forward and backward calls (the kernel itself runs unchanged)."""
+    from alexnet.models import lrn_native
+
+    assert lrn_native.kernel() is not None, lrn_native.status()  # CI's machines have a C compiler
+    calls = {"forward": 0, "backward": 0}
+    for name in calls:
+        original = getattr(lrn_native.NativeLRN, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(lrn_native.NativeLRN, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("size", "beta", "groups"), [(5, 0.75, 1), (5, 0.75, 2), (4, 0.75, 1), (1, 0.75, 2), (3, 0.6, 1)]
+)
+def test_the_one_pass_kernel_is_torchs_lrn_to_rounding(native_calls, dtype, size, beta, groups):
+    # Post-ReLU activations at conv1's scale, channels_last as the training step lays them out, and
+    # α large enough (for β = 0.6: the generic pow path) that the denominator matters.
+    alpha, k = (1e-4, 2.0) if beta == 0.75 else (0.5, 1.0)
+    x = (torch.randn(3, 96, 7, 9) * 20).relu().to(memory_format=torch.channels_last)
+    x, g = x.to(dtype), torch.randn_like(x).to(dtype)
+    out_r, g_r = _reference(x, g, size, alpha, beta, k, groups)  # exact, from the same inputs
+    out, gx = _grads(LocalResponseNorm(size, alpha, beta, k, groups=groups), x, g)
+    assert native_calls == {"forward": 1, "backward": 1}
+    assert out.dtype == gx.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    assert gx.is_contiguous(memory_format=torch.channels_last)
+    if dtype == torch.float32:
+        torch.testing.assert_close(out.double(), out_r, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(gx.double(), g_r, rtol=1e-5, atol=1e-6)
+    else:
+        # Computed in fp32 and rounded once: the output is within one bf16 rounding (2⁻⁸ relative)
+        # of the exact value; the gradient, from bf16 inputs and saved terms, within a few.
+        torch.testing.assert_close(out.double(), out_r, rtol=2**-8, atol=1e-6)
+        torch.testing.assert_close(gx.double(), g_r, rtol=2**-6, atol=2**-6 * g_r.abs().max().item())
+
+
+def test_the_one_pass_kernel_in_bf16_is_closer_to_exact_than_the_gemm_form(native_calls):
+    # The GEMM form rounds a², the window sums and s^(−β) to bf16 on the way; the kernel rounds once.
+    from alexnet.models import lrn_native
+
+    x = (torch.randn(4, 96, 13, 13) * 20).relu().bfloat16().to(memory_format=torch.channels_last)
+    exact, _ = _reference(x, torch.zeros_like(x), 5, 1e-4, 0.75, 2.0, 1)
+    lrn = LocalResponseNorm(5, 1e-4, 0.75, 2.0)
+    one_pass = (lrn(x).double() - exact).abs().max()
+    with lrn_native.gemm_form():
+        gemm = (lrn(x).double() - exact).abs().max()
+    assert native_calls["forward"] == 1 and one_pass < gemm / 2
+
+
+def test_the_one_pass_kernel_keeps_nans_where_torch_has_them(native_calls):
+    x = (torch.randn(6, 40, 1, 1).abs() * 10).to(memory_format=torch.channels_last)
+    x[2, 7] = float("nan")
+    out = LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x)
+    ref = torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x.double())
+    assert native_calls["forward"] == 1
+    assert torch.equal(out.isnan(), ref.isnan()) and out.isnan().sum() == 5  # row 2, channels 5–9
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6, equal_nan=True)
+    bf = LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x.bfloat16())
+    assert torch.equal(bf.isnan(), ref.isnan())
+
+
+def _fresh_kernel(monkeypatch, tmp_path):
+    from alexnet.models import lrn_native
+
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(lrn_native, "_kernel", None)
+    monkeypatch.setattr(lrn_native, "_status", None)
+    return lrn_native
+
+
+def test_without_a_compiler_or_switched_off_lrn_takes_the_gemm_form(monkeypatch, tmp_path):
+    x = (torch.randn(2, 96, 5, 5) * 20).relu().to(memory_format=torch.channels_last)
+    expected = torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no cc, gcc or clang
+    native = _fresh_kernel(monkeypatch, tmp_path)
+    assert native.kernel() is None
+    assert native.status() == "no C compiler (cc, gcc, clang; or $CC) found: LRN runs as GEMMs"
+    torch.testing.assert_close(LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x), expected, rtol=1e-5, atol=1e-6)
+    native = _fresh_kernel(monkeypatch, tmp_path)
+    monkeypatch.setenv("ALEXNET_NATIVE_LRN", "0")
+    assert native.kernel() is None and native.status().startswith("off (ALEXNET_NATIVE_LRN=0)")
+    assert not (tmp_path / "cache").exists()  # nothing built
+
+
+def test_a_compiler_that_fails_leaves_the_gemm_form_and_says_why(monkeypatch, tmp_path):
+    fake = tmp_path / "bin" / "cc"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'lrn_kernel.c:1: error: no such instruction' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    native = _fresh_kernel(monkeypatch, tmp_path)
+    assert native.kernel() is None
+    assert native.status() == (
+        "LRN's CPU kernel did not build (cc -O3 -fno-math-errno -funsafe-math-optimizations "
+        "-ffinite-math-only -fno-trapping-math: lrn_kernel.c:1: error: no such instruction): "
+        "LRN runs as GEMMs"
+    )
+    assert list((tmp_path / "cache").iterdir()) == []  # no half-built file left in the cache
+
+
+def test_the_kernel_is_built_once_into_the_cache_and_a_damaged_file_is_rebuilt(monkeypatch, tmp_path):
+    native = _fresh_kernel(monkeypatch, tmp_path)
+    first = native.kernel()
+    assert first is not None and first.path.parent == tmp_path / "cache"
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.path.name]
+    built = first.path.stat().st_mtime_ns
+    native = _fresh_kernel(monkeypatch, tmp_path)  # a new process: loads, does not compile again
+    assert native.kernel().path == first.path and first.path.stat().st_mtime_ns == built
+    first.path.unlink()  # (a new file: this process still maps the old one)
+    first.path.write_bytes(b"not a shared library")
+    native = _fresh_kernel(monkeypatch, tmp_path)
+    x = torch.randn(2, 16, 3, 3).abs().to(memory_format=torch.channels_last)
+    torch.testing.assert_close(
+        LocalResponseNorm(5)(x), torch.nn.LocalResponseNorm(5)(x), rtol=1e-5, atol=1e-6
+    )
+    assert native.kernel() is not None and native.kernel().path == first.path  # rebuilt in place
+
+
+def test_two_processes_building_at_once_each_get_a_whole_kernel(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ALEXNET_CACHE": str(tmp_path)}
+    code = (
+        "import torch; from alexnet.models import lrn_native, LocalResponseNorm\n"
+        "x = torch.randn(4, 32, 3, 3).abs().to(memory_format=torch.channels_last)\n"
+        "ok = torch.allclose(LocalResponseNorm(5)(x), torch.nn.LocalResponseNorm(5)(x), 1e-5, 1e-6)\n"
+        "print(lrn_native.kernel() is not None and ok)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE) for _ in range(2)
+    ]
+    assert [p.communicate(timeout=300)[0].decode().strip() for p in procs] == ["True", "True"]
+    assert len([p for p in tmp_path.iterdir() if p.suffix == ".so"]) == 1
+    assert [p for p in tmp_path.iterdir() if p.suffix != ".so"] == []  # no temporary folders left

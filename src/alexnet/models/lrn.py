@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import AlexNetError
+from . import lrn_native
 
 
 def band_matrix(channels: int, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -62,6 +63,14 @@ class _LRN(torch.autograd.Function):
     # on the CPU, so the passes are few and the window sums are GEMMs.
     @staticmethod
     def forward(ctx, x, band, size: int, alpha: float, beta: float, k: float):
+        ctx.params = (band, -2.0 * alpha * beta / size)
+        native = lrn_native.kernel() if lrn_native.channels_innermost(x) else None
+        done = native.forward(x, x.shape[1] // band.shape[0], size, alpha, beta, k) if native else None
+        ctx.native = (native, size) if done else None
+        if done:  # one pass (lrn_native.py); the GEMM form below where it cannot run
+            out, inv, xr = done
+            ctx.save_for_backward(x, inv, xr)
+            return out
         scale = _mix(x * x, band, alpha / size, k)  # s = k + α/n Σ a²
         if beta == 0.75:  # s^(−3/4) = rsqrt(s) · sqrt(rsqrt(s)): cheap passes instead of pow
             inv = torch.rsqrt(scale)
@@ -72,7 +81,6 @@ class _LRN(torch.autograd.Function):
         # a · s^(−β−1) = b / s: all the backward needs of s, and one pass fewer there than s^(−β−1)
         xr = torch.div(out, scale, out=scale)
         ctx.save_for_backward(x, inv, xr)
-        ctx.params = (band, -2.0 * alpha * beta / size)
         return out
 
     @staticmethod
@@ -80,6 +88,11 @@ class _LRN(torch.autograd.Function):
         x, inv, xr = ctx.saved_tensors
         band, coef = ctx.params
         grad = grad.contiguous(memory_format=_layout(x))
+        if ctx.native:
+            native, size = ctx.native
+            grad_x = native.backward(grad.to(x.dtype), x, inv, xr, x.shape[1] // band.shape[0], size, coef)
+            if grad_x is not None:
+                return grad_x, None, None, None, None, None
         grad_x = _mix(torch.mul(grad, xr), band.t(), coef)  # −2αβ/n Σ_{i: j ∈ W(i)} g_i a_i s_i^(−β−1)
         grad_x.mul_(x).addcmul_(grad, inv)
         return grad_x, None, None, None, None, None
