@@ -232,11 +232,12 @@ def test_grouped_cifar10_net_has_the_hand_counted_parameters():
 
 def test_lrn_after_the_pool_normalises_the_pooled_maps_per_tower():
     # cuda-convnet's CIFAR-10 order: conv → ReLU → 3/2 pool → LRN, with §3.3's constants per tower
+    # (the ReLU runs after the pool: the same function, on a quarter of the values; the test below)
     torch.manual_seed(0)
     after = build_model("cifar10", groups=2, input_size=28, lrn_position="after-pool").eval()
     before = build_model("cifar10", groups=2, input_size=28).eval()
     kinds = [type(m).__name__ for m in after.features[:8]]
-    assert kinds == ["Conv2d", "ReLU", "MaxPool2d", "LocalResponseNorm"] * 2
+    assert kinds == ["Conv2d", "MaxPool2d", "ReLU", "LocalResponseNorm"] * 2
     assert [type(m).__name__ for m in before.features[:4]] == [
         "Conv2d",
         "ReLU",
@@ -265,3 +266,36 @@ def test_d2l_is_initialised_as_the_book_does():
         bound = math.sqrt(6 / (fan_in + fan_out))
         w = net.layer(name).weight
         assert 0.95 * bound < float(w.detach().abs().max()) <= bound * (1 + 1e-6), name
+
+
+def test_relu_after_the_pools_where_lrn_follows_them_is_the_same_function_and_gradient():
+    from alexnet.config import preset
+
+    torch.manual_seed(0)
+    model = build_model("cifar10", **{**preset("cifar10").model.switches(), "input_size": 28}).eval()
+    features = list(model.features)
+    conv1 = features.index(model.layer("conv1"))
+    kinds = [nn.Conv2d, nn.MaxPool2d, nn.ReLU, LocalResponseNorm]
+    assert [type(m) for m in features[conv1 : conv1 + 4]] == kinds  # the preset's LRN after the pool
+    # The same net written in the usual order (ReLU right after each conv): same modules, same weights.
+    written = [*features]
+    for i in range(1, len(written)):
+        if isinstance(written[i], nn.ReLU) and isinstance(written[i - 1], nn.MaxPool2d):
+            written[i - 1], written[i] = written[i], written[i - 1]
+    assert [type(m) for m in written[conv1 : conv1 + 4]] == [
+        nn.Conv2d,
+        nn.ReLU,
+        nn.MaxPool2d,
+        LocalResponseNorm,
+    ]
+    x = (torch.randn(8, 3, 28, 28) * 2).to(memory_format=torch.channels_last)
+    results = []
+    for layers in (features, written):
+        model.features = nn.Sequential(*layers)
+        model.zero_grad(set_to_none=True)
+        logits = model(x)
+        logits.square().sum().backward()
+        results.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    (ours, ours_grads), (usual, usual_grads) = results
+    assert torch.equal(ours, usual)  # max and max(0, ·) commute exactly
+    assert all(torch.equal(a, b) for a, b in zip(ours_grads, usual_grads, strict=True))

@@ -48,13 +48,23 @@ SWITCH_RULES = {
 }
 
 
-def with_lrn(pools: list[nn.Module], norm: nn.Module | None, position: str) -> list[nn.Module]:
-    """The layers after a conv's activation: its max-pools with LRN before or after them."""
+def with_lrn(
+    activation: nn.Module, pools: list[nn.Module], norm: nn.Module | None, position: str
+) -> list[nn.Module]:
+    """The layers after a conv: its activation, its max-pools, and LRN before or after the pools."""
     if position not in LRN_POSITIONS:  # checked here, where every model places its pools
         raise AlexNetError(f"unknown lrn_position {position!r}; choose {' or '.join(LRN_POSITIONS)}")
     if norm is None:
-        return pools
-    return [*pools, norm] if position == "after-pool" else [norm, *pools]
+        return [activation, *pools]
+    if position == "before-pool":
+        return [activation, norm, *pools]
+    if isinstance(activation, nn.ReLU) and pools:
+        # With LRN after the pools, the ReLU goes after them too: max-pooling and max(0, ·) commute
+        # exactly (both select values: the same output, and the same gradient, since a window whose
+        # max is ≤ 0 passes 0 either way), and after a 3/2 pool the ReLU sees about a quarter of the
+        # values (cifar10 preset, bf16: ReLU was 8 % of the step, benchmarks/RESULTS.md).
+        return [*pools, activation, norm]
+    return [activation, *pools, norm]
 
 
 def check_switch(name: str, value) -> None:
@@ -292,13 +302,14 @@ class AlexNet(nn.Module):
                     groups=conv.groups,
                 )
             )
-            layers.append(make_activation(activation))
             pools = [nn.MaxPool2d(self.pool_kernel, self.pool_stride) for _ in range(conv.pools)]
             # §3.2: each tower normalises its own kernels, so LRN windows stay inside a group.
             norm = LocalResponseNorm(
                 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups=groups, channels=conv.out_channels
             )
-            layers.extend(with_lrn(pools, norm if conv.lrn else None, lrn_position))
+            layers.extend(
+                with_lrn(make_activation(activation), pools, norm if conv.lrn else None, lrn_position)
+            )
         self.features = nn.Sequential(*layers)
 
         self.adaptive_pool = spec.adaptive_pool

@@ -68,10 +68,12 @@ class Figure1Net(nn.Module):
         self._layer_paths: dict[str, str] = {}
         for i, width in enumerate(widths):
             self._layer_paths[f"conv{i + 1}"] = f"features.{len(layers)}"
-            layers += [nn.Conv2d(channels, int(width), 5, padding=2), make_activation(activation)]
+            layers.append(nn.Conv2d(channels, int(width), 5, padding=2))
             norm = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, channels=int(width))
             pools = [nn.MaxPool2d(self.pool_kernel, self.pool_stride)]
-            layers.extend(with_lrn(pools, norm if lrn and i < 2 else None, lrn_position))
+            layers.extend(
+                with_lrn(make_activation(activation), pools, norm if lrn and i < 2 else None, lrn_position)
+            )
             channels = int(width)
         self.features = nn.Sequential(*layers)
         side = self._feature_side(input_size)
