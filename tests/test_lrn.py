@@ -250,14 +250,14 @@ def test_a_compiler_that_fails_leaves_the_gemm_form_and_says_why(monkeypatch, tm
         "-ffinite-math-only -fno-trapping-math: lrn_kernel.c:1: error: no such instruction): "
         "LRN runs as GEMMs"
     )
-    assert list((tmp_path / "cache").iterdir()) == []  # no half-built file left in the cache
+    assert list((tmp_path / "cache" / "kernels").iterdir()) == []  # no half-built file left behind
 
 
 def test_the_kernel_is_built_once_into_the_cache_and_a_damaged_file_is_rebuilt(monkeypatch, tmp_path):
     native = _fresh_kernel(monkeypatch, tmp_path)
     first = native.kernel()
-    assert first is not None and first.path.parent == tmp_path / "cache"
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.path.name]
+    assert first is not None and first.path.parent == tmp_path / "cache" / "kernels"
+    assert [p.name for p in first.path.parent.iterdir()] == [first.path.name]
     built = first.path.stat().st_mtime_ns
     native = _fresh_kernel(monkeypatch, tmp_path)  # a new process: loads, does not compile again
     assert native.kernel().path == first.path and first.path.stat().st_mtime_ns == built
@@ -287,5 +287,5 @@ def test_two_processes_building_at_once_each_get_a_whole_kernel(tmp_path):
         subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE) for _ in range(2)
     ]
     assert [p.communicate(timeout=300)[0].decode().strip() for p in procs] == ["True", "True"]
-    assert len([p for p in tmp_path.iterdir() if p.suffix == ".so"]) == 1
-    assert [p for p in tmp_path.iterdir() if p.suffix != ".so"] == []  # no temporary folders left
+    built = list((tmp_path / "kernels").iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"  # one whole file, no temporary folders left

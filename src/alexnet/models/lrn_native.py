@@ -6,8 +6,8 @@ It covers channels_last CPU tensors in fp32 or bf16 (the training step's layout,
 everything else, and every machine without a C compiler, takes the GEMM form, which gives the same
 result to rounding.
 
-Build: ``cc -O3 -march=native …`` into a shared library in the cache folder (``$ALEXNET_CACHE``,
-else ``$XDG_CACHE_HOME/alexnet`` or ``~/.cache/alexnet``), named by a hash of the source, the flags
+Build: ``cc -O3 -march=native …`` into a shared library in ``$ALEXNET_CACHE/kernels`` (default
+``~/.cache/alexnet/kernels``), named by a hash of the source, the flags
 and the CPU, so a machine with other instructions (a cluster's other nodes on a shared home) builds
 its own. About a second, the first time LRN runs on the CPU; after that the file is loaded. The
 library is written to a temporary name and renamed into place, so processes that build at once
@@ -125,9 +125,8 @@ def status() -> str:
 
 
 def cache_dir() -> Path:
-    if os.environ.get("ALEXNET_CACHE"):
-        return Path(os.environ["ALEXNET_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet"
+    """$ALEXNET_CACHE/kernels, else ~/.cache/alexnet/kernels (beside the prepared stores' cache)."""
+    return Path(os.environ.get("ALEXNET_CACHE", Path.home() / ".cache" / "alexnet")) / "kernels"
 
 
 def _cpu_identity() -> str:
