@@ -42,6 +42,7 @@ from alexnet.config import preset
 from alexnet.runtime import autocast, keep_freed_cpu_memory, resolve_precision
 from alexnet.train import make_optimizer
 from alexnet.train.optim import parameter_groups
+from alexnet.train.weight_copy import WeightCopy, use_weight_copy
 
 PARITY_STEPS = 3
 
@@ -252,6 +253,14 @@ def kernel_times(name: str, size: int, batch: int, device, precision: str) -> di
     return {n: best_time(run, device) for n, run in kernel_runs(name, size, batch, device, precision).items()}
 
 
+WITHOUT_COPIES = "ours without bf16 weight copies"
+
+
+def copies_worth(step, without, x, y, rounds: int, device) -> tuple[float, float]:
+    """img/s of our step and of the same step without bf16 weight copies, timed in alternation."""
+    return paired_rates(step, x, y, {"without": lambda: without(x, y)}, rounds, device)
+
+
 def paired_rates(step, x, y, kernels: dict, rounds: int, device) -> tuple[float, float]:
     """img/s of our step and of its kernels alone, each the best of ``rounds``, timed in alternation.
 
@@ -283,7 +292,7 @@ def paired_rates(step, x, y, kernels: dict, rounds: int, device) -> tuple[float,
 # that claims it. The first three claim everything run inside them (the LRN's band GEMMs are LRN's
 # cost, not the model's matmuls); the rest match the op itself or the autograd node above it.
 OWNING = (
-    ("optimizer", ("Optimizer.step", "Optimizer.zero_grad")),
+    ("optimizer", ("Optimizer.step", "Optimizer.zero_grad", "WeightCopy.step")),
     ("LRN", ("_LRN",)),  # our autograd Function, forward (_LRN) and backward (_LRNBackward)
     ("dropout", ("dropout", "bernoulli", "NativeDropoutBackward")),
 )
@@ -343,21 +352,33 @@ def variants(name, size, device, compile_model, precision, cuda_graphs=False, un
         m = with_torch_lrn(m) if name in ("paper", "cifar10") else m
         return make_step(m.to(device), device, "fp32", channels_last=False, optimizer=torch_default(m, cfg))
 
-    def ours(fused=True):
+    def ours(fused=True, copies=True):
         torch.manual_seed(0)
         m = preset_model(name, size).to(device).to(memory_format=torch.channels_last)
         # the preset's optimizer (paper: §5's rule, biases undecayed; cifar10: Nesterov), fused
         opt = make_optimizer(m, cfg) if fused else torch_default(m, cfg)
+        if copies and weight_copies(opt):  # as `alexnet train`: bf16 copies kept by §5's update
+            kept = WeightCopy(m, opt)
+            return make_step(kept, device, precision, channels_last=True, optimizer=kept)
         if cuda_graphs:  # torch.compile's CUDA graphs: one replay per forward and per backward
             m = torch.compile(m, mode="reduce-overhead")
         elif compile_model:
             m = torch.compile(m)
         return make_step(m, device, precision, channels_last=True, optimizer=opt, cuda_graphs=cuda_graphs)
 
+    def weight_copies(opt) -> bool:
+        compiled = compile_model or cuda_graphs
+        return use_weight_copy(opt, precision, distributed=False, compiled=compiled, two_devices=False)
+
     how = ", CUDA graphs" if cuda_graphs else ", compiled" if compile_model else ""
     out = {"naive (fp32, NCHW, torch LRN, eager)": naive}
     if unfused:  # what the fused optimizer kernel is worth, in the same process
         out[f"ours with torch's default optimizer ({precision}{how})"] = lambda: ours(fused=False)
+    if weight_copies(
+        make_optimizer(preset_model(name, size), cfg)
+    ):  # what the copies are worth, in the same process
+        out[f"{WITHOUT_COPIES} (autocast's casts, fused {cfg.name})"] = lambda: ours(copies=False)
+        how += ", bf16 weight copies"
     out[f"ours ({precision}, channels_last, our LRN, fused {cfg.name}{how})"] = ours
     return out
 
@@ -490,7 +511,15 @@ def main() -> None:
             row = {"model": name, "batch": batch, "ours": ours, "flops": flops}
             if peak:
                 row["ceiling"] = peak / flops
-            make_ours = list(variants(name, size, device, *options).values())[-1]  # a fresh "ours"
+            made = variants(name, size, device, *options)
+            make_ours = list(made.values())[-1]  # a fresh "ours"
+            without = [make for label, make in made.items() if label.startswith(WITHOUT_COPIES)]
+            if without:  # the copies' worth, in alternation (sequential timings drift on a shared machine)
+                kept, cast = copies_worth(make_ours(), without[0](), x, y, args.kernel_rounds, device)
+                print(f"  {name:<8} b{batch:<4} bf16 weight copies: ours {1e3 * batch / kept:.0f} ms per "
+                      f"step against {1e3 * batch / cast:.0f} ms with autocast's casts, best of "
+                      f"{args.kernel_rounds} alternating rounds ({100 * (1 - cast / kept):.1f} % less "
+                      f"time)")  # fmt: skip
             if args.kernels:
                 runs = kernel_runs(name, size, batch, device, precision)
                 each = ", ".join(f"{n} {1e3 * best_time(r, device):.1f}" for n, r in runs.items())

@@ -60,6 +60,7 @@ from ..runtime import (
 from .log import RunLog
 from .optim import Schedule, make_optimizer
 from .run_dir import RunDir
+from .weight_copy import WeightCopy, use_weight_copy
 
 AUG_SEED_STRIDE = 1_000_003  # augmentation generator seed: seed + stride · rank
 
@@ -291,6 +292,7 @@ class Trainer:
     step: int = 0  # optimiser steps since the start of the run
     partial: list[float] | None = None  # the running sums of an epoch a checkpoint cut
     notes: list[str] = field(default_factory=list)  # lines for the log once it starts
+    weight_copy: WeightCopy | None = None  # bf16 copies kept by the update (weight_copy.py), or None
     stop: list[int] = field(default_factory=list)  # signals asking the loop to save and stop
 
     @classmethod
@@ -328,6 +330,11 @@ class Trainer:
         model, device = place_model(config, model, device)
         optimizer = make_optimizer(model, config.optim)
         net = _wrap(model, config, dist, device)
+        copy = None
+        if use_weight_copy(optimizer, precision, distributed=dist.enabled, compiled=t.compile,
+                           two_devices=bool(t.two_devices)):  # fmt: skip
+            copy = WeightCopy(model, optimizer)
+            notes.append(copy.note)
         local_batch = t.batch_size // dist.world_size
         loader_device = "cpu" if t.two_devices else device
         train_loader = StoreLoader(
@@ -355,6 +362,7 @@ class Trainer:
             RunLog(run.root, enabled=dist.is_main, progress=progress, log_every=t.log_every),
             RunResult(run.root),
             notes=notes,
+            weight_copy=copy,
         )
 
     # -- the run, top to bottom ------------------------------------------------------------
@@ -446,8 +454,11 @@ class Trainer:
         self.log.start_epoch(
             self.epoch, self.config.train.epochs, len(self.train_loader), self.train_loader.position
         )
+        if self.weight_copy is not None:
+            self.weight_copy.refresh()  # from the weights as they are (restored, or as left)
         sums = train_one_epoch(
-            self.net, self.train_loader, self.transforms.train, self.optimizer, self.schedule, self.scaler,
+            self.weight_copy or self.net, self.train_loader, self.transforms.train,
+            self.weight_copy or self.optimizer, self.schedule, self.scaler,
             self.generator, self.epoch, device=self.device, precision=self.precision,
             label_smoothing=self.config.train.label_smoothing, partial=self.partial, on_step=self.after_step,
             log=self.log,
