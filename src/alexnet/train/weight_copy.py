@@ -5,9 +5,10 @@ and every backward casts each bf16 weight gradient back to fp32 for the optimize
 weights that are not the model's. Here the model runs on bf16 copies of its trainable weights
 (``torch.func.functional_call``), their bf16 gradients go straight into one compiled pass that
 applies §5's rule to the fp32 weights and velocities and writes the new copies (paper step, bf16,
-batch 128, 2-core Emerald Rapids: 1374 → 1185 ms in alternating rounds, benchmarks/RESULTS.md). The fp32 weights stay the
-model's parameters, so checkpoints, evaluation and export see them; a copy is ``w.to(bfloat16)``,
-the value autocast's cast would have made, so the forward is the one autocast runs. The velocities
+batch 128, 2-core Emerald Rapids: 1374 → 1185 ms in alternating rounds, benchmarks/RESULTS.md).
+The fp32 weights stay the model's parameters, so checkpoints, evaluation and export see them; a
+copy is ``w.to(bfloat16)``, the value autocast's cast would have made, so the forward is the one
+autocast runs. The velocities
 are PaperSGD's own state (key ``velocity``), so checkpoints resume either way.
 
 Used by ``alexnet train`` for bf16 runs with the ``paper_sgd`` optimiser in one process
