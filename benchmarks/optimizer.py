@@ -31,6 +31,7 @@ from alexnet.experiments.framework import machine
 from alexnet.runtime import keep_freed_cpu_memory
 from alexnet.train import make_optimizer
 from alexnet.train.optim import parameter_groups
+from alexnet.train.weight_copy import paper_update
 
 # Bytes moved per parameter (fp32). Written out: v.mul_ reads and writes v (2), each add_ into v
 # reads v and w or g and writes v (3 + 3), w.add_(v) reads w and v and writes w (3). Fused: reads
@@ -64,15 +65,6 @@ def written_out_step(groups, velocities):
     return step
 
 
-def master_update(masters, grads, velocities, copies, lr, mu, wd):
-    """§5's rule on fp32 weights from bf16 gradients, writing the bf16 copy in the same pass (lr, mu,
-    wd: 0-d tensors, so that a new rate is not a new compile)."""
-    for w, g, v, c in zip(masters, grads, velocities, copies, strict=True):
-        v.mul_(mu).sub_(lr * (g.float() + wd * w))
-        w.add_(v)
-        c.copy_(w)
-
-
 def bf16_weight_passes(model, ours, rounds: int) -> dict[str, float]:
     """Seconds per step of the weight-side passes of a bf16 step, both ways (``--bf16``)."""
     params = list(model.parameters())
@@ -88,7 +80,7 @@ def bf16_weight_passes(model, ours, rounds: int) -> dict[str, float]:
     velocities = [torch.zeros_like(p) for p in params]
     copies = [p.detach().to(torch.bfloat16) for p in params]
     rates = [torch.tensor(x) for x in (0.01, 0.9, 5e-4)]
-    compiled = torch.compile(master_update, fullgraph=True, dynamic=False)
+    compiled = torch.compile(paper_update, fullgraph=True, dynamic=False)  # as training runs it
     t0 = time.perf_counter()
     compiled(masters, grads, velocities, copies, *rates)
     print(f"bf16 weight copy: compiled in {time.perf_counter() - t0:.1f} s (cached on disk for the next run)")

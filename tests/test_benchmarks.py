@@ -151,7 +151,7 @@ def test_the_bf16_weight_copys_update_is_the_paper_rule_and_writes_the_copy(monk
     ref, v = w.clone(), torch.zeros_like(w)
     for lr in (0.01, 0.001):
         rates = (torch.tensor(lr), torch.tensor(0.9), torch.tensor(5e-4))
-        optimizer.master_update(masters, [g], velocities, copies, *rates)
+        optimizer.paper_update(masters, [g], velocities, copies, *rates)
         v.mul_(0.9).add_(ref, alpha=-5e-4 * lr).add_(g.float(), alpha=-lr)
         ref.add_(v)
         torch.testing.assert_close(masters[0], ref, rtol=2e-7, atol=2e-7)
