@@ -183,9 +183,29 @@ def test_the_one_pass_kernel_is_torchs_lrn_to_rounding(native_calls, dtype, size
         torch.testing.assert_close(gx.double(), g_r, rtol=1e-5, atol=1e-6)
     else:
         # Computed in fp32 and rounded once: the output is within one bf16 rounding (2⁻⁸ relative)
-        # of the exact value; the gradient, from bf16 inputs and saved terms, within a few.
+        # of the exact value; the gradient, from bf16 inputs and gradients, within a few.
         torch.testing.assert_close(out.double(), out_r, rtol=2**-8, atol=1e-6)
         torch.testing.assert_close(gx.double(), g_r, rtol=2**-6, atol=2**-6 * g_r.abs().max().item())
+
+
+def test_the_one_pass_kernel_keeps_only_its_input_for_the_backward(native_calls, monkeypatch):
+    # The backward recomputes s from x: autograd holds x alone (the GEMM form also keeps s^(−β) and
+    # b/s, two more activation-sized tensors per LRN layer). Where the kernel cannot run in the
+    # backward (no thread or scratch memory), the GEMM form recomputes them and the gradient stands.
+    from alexnet.models import lrn_native
+
+    x = (torch.randn(2, 96, 6, 5) * 20).relu().to(memory_format=torch.channels_last).requires_grad_()
+    g = torch.randn_like(x)
+    lrn = LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)
+    out = lrn(x)
+    assert len(out.grad_fn.saved_tensors) == 1 and out.grad_fn.saved_tensors[0] is x
+    with lrn_native.gemm_form():
+        assert len(lrn(x).grad_fn.saved_tensors) == 3
+    _, g_r = _reference(x, g, 5, 1e-4, 0.75, 2.0, 2)
+    monkeypatch.setattr(lrn_native.NativeLRN, "backward", lambda *args: None)
+    (gx,) = torch.autograd.grad(out, x, g)
+    assert native_calls == {"forward": 1, "backward": 0}
+    torch.testing.assert_close(gx.double(), g_r, rtol=1e-5, atol=1e-6)
 
 
 def test_the_one_pass_kernel_in_bf16_is_closer_to_exact_than_the_gemm_form(native_calls):

@@ -16,8 +16,8 @@ with the same window convention, zero padding and α/n scaling as torch, so resu
 (§3.2's towers).
 
 On the CPU, channels_last fp32 and bf16 inputs (how training runs) take the same formulas as one
-C kernel pass forward and one backward instead (lrn_kernel.c, built by lrn_native.py: 0.55–0.64
-of the GEMM form's time on the paper net's maps); the GEMM form serves every other case.
+C kernel pass forward and one backward instead (lrn_kernel.c, built by lrn_native.py: half the
+GEMM form's time on the paper net's maps in bf16); the GEMM form serves every other case.
 """
 
 from __future__ import annotations
@@ -62,43 +62,51 @@ def _mix(t: Tensor, mat: Tensor, scale: float, shift: float = 0.0) -> Tensor:
     return out.view(t.shape)
 
 
+def _terms(x: Tensor, band: Tensor, size: int, alpha: float, beta: float, k: float):
+    """(b, s^(−β), b/s) as GEMMs: the output and what the backward needs of s."""
+    scale = _mix(x * x, band, alpha / size, k)  # s = k + α/n Σ a²
+    if beta == 0.75:  # s^(−3/4) = rsqrt(s) · sqrt(rsqrt(s)): cheap passes instead of pow
+        inv = torch.rsqrt(scale)
+        inv.mul_(torch.sqrt(inv))
+    else:
+        inv = torch.pow(scale, -beta)
+    out = x * inv
+    # a · s^(−β−1) = b / s: all the backward needs of s, and one pass fewer there than s^(−β−1)
+    xr = torch.div(out, scale, out=scale)
+    return out, inv, xr
+
+
 class _LRN(torch.autograd.Function):
     # Memory-bound apart from the GEMM: every full pass over a conv1-sized batch costs milliseconds
     # on the CPU, so the passes are few and the window sums are GEMMs.
     @staticmethod
     def forward(ctx, x, band, size: int, alpha: float, beta: float, k: float):
-        ctx.params = (band, -2.0 * alpha * beta / size)
+        ctx.params = (band, size, alpha, beta, k)
         native = lrn_native.kernel() if lrn_native.channels_innermost(x) else None
-        done = native.forward(x, x.shape[1] // band.shape[0], size, alpha, beta, k) if native else None
-        ctx.native = (native, size) if done else None
-        if done:  # one pass (lrn_native.py); the GEMM form below where it cannot run
-            out, inv, xr = done
-            ctx.save_for_backward(x, inv, xr)
+        out = native.forward(x, x.shape[1] // band.shape[0], size, alpha, beta, k) if native else None
+        ctx.native = native if out is not None else None
+        if out is not None:  # one pass (lrn_native.py); the backward recomputes s from x
+            ctx.save_for_backward(x)
             return out
-        scale = _mix(x * x, band, alpha / size, k)  # s = k + α/n Σ a²
-        if beta == 0.75:  # s^(−3/4) = rsqrt(s) · sqrt(rsqrt(s)): cheap passes instead of pow
-            inv = torch.rsqrt(scale)
-            inv.mul_(torch.sqrt(inv))
-        else:
-            inv = torch.pow(scale, -beta)
-        out = x * inv
-        # a · s^(−β−1) = b / s: all the backward needs of s, and one pass fewer there than s^(−β−1)
-        xr = torch.div(out, scale, out=scale)
+        out, inv, xr = _terms(x, band, size, alpha, beta, k)  # where the kernel cannot run
         ctx.save_for_backward(x, inv, xr)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, inv, xr = ctx.saved_tensors
-        band, coef = ctx.params
+        band, size, alpha, beta, k = ctx.params
+        x = ctx.saved_tensors[0]
         grad = grad.contiguous(memory_format=_layout(x))
         if ctx.native:
-            native, size = ctx.native
-            grad_x = native.backward(grad.to(x.dtype), x, inv, xr, x.shape[1] // band.shape[0], size, coef)
+            groups = x.shape[1] // band.shape[0]
+            grad_x = ctx.native.backward(grad.to(x.dtype), x, groups, size, alpha, beta, k)
             if grad_x is not None:
                 return grad_x, None, None, None, None, None
-        grad_x = _mix(torch.mul(grad, xr), band.t(), coef)  # −2αβ/n Σ_{i: j ∈ W(i)} g_i a_i s_i^(−β−1)
-        grad_x.mul_(x).addcmul_(grad, inv)
+            _, inv, xr = _terms(x, band, size, alpha, beta, k)  # the kernel could not run this time
+        else:
+            _, inv, xr = ctx.saved_tensors
+        grad_x = _mix(torch.mul(grad, xr), band.t(), -2.0 * alpha * beta / size)  # Σ_{i: j ∈ W(i)} …
+        grad_x.mul_(x).addcmul_(grad, inv)  # ∂L/∂a_j = g_j s_j^(−β) − 2αβ/n · a_j Σ g_i a_i s_i^(−β−1)
         return grad_x, None, None, None, None, None
 
 

@@ -1,20 +1,21 @@
 /* Local response normalisation (§3.3) forward and backward in one pass each over the activation,
  * for channels-innermost (channels_last) fp32 and bf16 tensors on the CPU.
  *
- * Why C: LRN is memory-bound. The GEMM form in lrn.py makes about 15 passes over the activation
- * forward and 12 backward (a², the window-sum GEMM, rsqrt, sqrt, the products, each written out);
- * here each row of C channels (one pixel) is loaded once into fp32 scratch that stays in L1, its
- * window sums, s^(−β), the output and what the backward needs are computed there, and each result
- * is written once: 1 read + 3 writes forward, 4 reads + 1 write backward. torch.compile's CPU code
- * for the same formulas was 3× slower than the GEMM form (benchmarks/RESULTS.md); torch's C++
- * extension build needs ~1 min of compiling its headers, this file about a second.
+ * Why C: LRN is memory-bound as torch ops. The GEMM form in lrn.py makes about 15 passes over the
+ * activation forward and 12 backward (a², the window-sum GEMM, rsqrt, sqrt, the products, each
+ * written out); here a block of pixels is loaded once into fp32 scratch that stays in L1/L2, the
+ * window sums, s^(−β) and the result are computed there, and the result is written once: 1 read +
+ * 1 write forward, 2 reads + 1 write backward, which recomputes s from the input instead of saving
+ * s^(−β) and b/s (two more writes forward and reads backward; the recomputation measured cheaper,
+ * benchmarks/RESULTS.md). torch.compile's CPU code for the same formulas was 3× slower than the
+ * GEMM form; torch's C++ extension build needs ~1 min of compiling its headers, this file a second.
  *
  * Layout: every tensor is [rows, channels] in memory (rows = N·H·W pixels), channels split into
  * `groups` equal groups whose windows stay inside them (§3.2's towers). Conventions as torch's
  * LocalResponseNorm and lrn.py:
  *   s_i = k + α/n · Σ_{j ∈ W(i)} a_j²,  W(i) = [i − ⌊n/2⌋, i + ⌊(n−1)/2⌋], zero outside the group
- *   b_i = a_i · s_i^(−β);   saved for the backward: inv_i = s_i^(−β), xr_i = b_i / s_i
- *   ∂L/∂a_j = g_j · inv_j + coef · a_j · Σ_{i: j ∈ W(i)} g_i · xr_i,   coef = −2αβ/n
+ *   b_i = a_i · s_i^(−β)
+ *   ∂L/∂a_j = g_j · s_j^(−β) + coef · a_j · Σ_{i: j ∈ W(i)} g_i · b_i / s_i,   coef = −2αβ/n
  * All arithmetic is fp32; bf16 values are widened on load and rounded to nearest even on store
  * (c10::BFloat16's rounding, NaN kept as NaN).
  */
@@ -42,109 +43,163 @@ static inline bf16 bf16_store(float f) {
 }
 
 typedef struct {
-    const void *x, *g, *inv, *xr;
-    void *out, *inv_out, *xr_out;
+    const void *x, *g;
+    void *out;
     int bf;
     int64_t row0, row1, channels, groups, size;
     float alpha_n, beta, k, coef;
 } job_t;
 
-/* Widen n values of a bf16 or fp32 tensor into fp32 scratch, and round them back. */
-static void widen(int bf, const void *src, float *restrict dst, int64_t n) {
-    if (bf) {
-        const bf16 *restrict s = (const bf16 *)src;
-        for (int64_t c = 0; c < n; ++c) dst[c] = bf16_load(s[c]);
-    } else {
-        memcpy(dst, src, (size_t)n * sizeof(float));
-    }
+/* One value of a bf16 or fp32 tensor, widened to fp32, and stored back rounded. Always inlined
+ * with a constant `bf`, so each loop below is compiled once per dtype and vectorised. */
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE float ld(int bf, const void *p, int64_t i) {
+    return bf ? bf16_load(((const bf16 *)p)[i]) : ((const float *)p)[i];
 }
 
-static void narrow(int bf, const float *restrict src, void *dst, int64_t n) {
-    if (bf) {
-        bf16 *restrict d = (bf16 *)dst;
-        for (int64_t c = 0; c < n; ++c) d[c] = bf16_store(src[c]);
-    } else {
-        memcpy(dst, src, (size_t)n * sizeof(float));
-    }
+INLINE void st(int bf, void *p, int64_t i, float v) {
+    if (bf)
+        ((bf16 *)p)[i] = bf16_store(v);
+    else
+        ((float *)p)[i] = v;
 }
 
-/* The block's groups, each zero-padded in `pad` (a stride of m + size − 1), squared (or multiplied)
- * from a and b, and summed over their windows into acc: acc[c] = Σ_{d < size} pad[c + d]. */
-static void window_sums(const float *restrict a, const float *restrict b, float *restrict pad,
-                        float *restrict acc, int64_t segments, int64_t m, int64_t size, int64_t before) {
-    const int64_t stride = m + size - 1;
-    for (int64_t s = 0; s < segments; ++s) {
-        float *restrict row = pad + s * stride + before;
-        const float *restrict as = a + s * m, *restrict bs = b + s * m;
-        for (int64_t c = 0; c < m; ++c) row[c] = as[c] * bs[c];
+/* Window sums over the channels of a block of n values (whole pixels, channels innermost):
+ * acc[i] = Σ_{d = lo … hi} mid[i+d], a term counting only where channel i+d is in i's group. `mid`
+ * has `half` zeros either side of the block, and each offset d ≠ 0 adds mid[i+d]·mask_d[i] over
+ * the whole block, mask_d[i] being 1 where that neighbour is in the group and 0 where it is not:
+ * long loops over the block instead of short ones per pixel and group. */
+static void window_sums(const float *restrict mid, float *restrict acc, const float *restrict masks, int64_t n,
+                        int64_t stride, int64_t half, int64_t lo, int64_t hi) {
+    const float *restrict at[5] = {NULL};
+    for (int64_t d = -2; d <= 2; ++d)
+        if (d >= -half && d <= half) at[d + 2] = masks + (d + half) * stride;
+    if (lo == -2 && hi == 2) { /* size 5, the paper's: every offset in one loop, the sum in registers */
+        const float *restrict m0 = at[0], *restrict m1 = at[1], *restrict m3 = at[3], *restrict m4 = at[4];
+        for (int64_t i = 0; i < n; ++i)
+            acc[i] = mid[i] + mid[i - 2] * m0[i] + mid[i - 1] * m1[i] + mid[i + 1] * m3[i] + mid[i + 2] * m4[i];
+        return;
     }
-    for (int64_t s = 0; s < segments; ++s) {
-        const float *restrict row = pad + s * stride;
-        float *restrict sum = acc + s * m;
-        for (int64_t c = 0; c < m; ++c) sum[c] = row[c];
-        for (int64_t d = 1; d < size; ++d)
-            for (int64_t c = 0; c < m; ++c) sum[c] += row[c + d];
+    if (lo == -1 && hi == 1) {
+        const float *restrict m1 = at[1], *restrict m3 = at[3];
+        for (int64_t i = 0; i < n; ++i) acc[i] = mid[i] + mid[i - 1] * m1[i] + mid[i + 1] * m3[i];
+        return;
+    }
+    for (int64_t i = 0; i < n; ++i) acc[i] = mid[i];
+    for (int64_t d = lo; d <= hi; ++d) {
+        if (d == 0) continue;
+        const float *restrict mask = masks + (d + half) * stride, *restrict shifted = mid + d;
+        for (int64_t i = 0; i < n; ++i) acc[i] += shifted[i] * mask[i];
     }
 }
 
 /* Rows are worked on in blocks of about BLOCK values (a few pixels' channels, contiguous in memory):
- * long loops for the elementwise work, and fp32 scratch (six blocks, ~30 KB) that stays in L1/L2. */
+ * long loops for the elementwise work, and fp32 scratch (~45 KB) that stays in L1/L2. */
 #define BLOCK 1024
 
 typedef struct {
-    float *buf, *pad, *acc, *s0, *s1, *s2, *s3;
-    int64_t rows; /* per block */
+    float *buf, *prod, *acc, *s0, *s1, *s2, *s3, *masks;
+    int64_t rows, half; /* pixels per block; ⌊size/2⌋, the farthest offset of either window */
 } scratch_t;
 
-/* Zeroed once, so the padding stays 0: only the inside of each group's padded row is written. */
+/* Zeroed once, so the products' padding stays 0; the masks of offsets −half … half, tiled over a
+ * block (a block starts at a pixel, so a value's channel is i mod channels). */
 static int scratch(scratch_t *t, const job_t *j) {
     const int64_t m = j->channels / j->groups;
     t->rows = j->channels >= BLOCK ? 1 : BLOCK / j->channels;
-    const int64_t n = t->rows * j->channels, padded = t->rows * j->groups * (m + j->size - 1);
-    t->buf = (float *)calloc((size_t)(padded + 5 * n), sizeof(float));
+    t->half = j->size / 2;
+    const int64_t n = t->rows * j->channels, offsets = 2 * t->half + 1;
+    t->buf = (float *)calloc((size_t)(n + 2 * t->half + (5 + offsets) * n), sizeof(float));
     if (!t->buf) return 1;
-    t->pad = t->buf;
-    t->acc = t->pad + padded;
+    t->prod = t->buf;
+    t->acc = t->prod + n + 2 * t->half;
     t->s0 = t->acc + n;
     t->s1 = t->s0 + n;
     t->s2 = t->s1 + n;
     t->s3 = t->s2 + n;
+    t->masks = t->s3 + n;
+    for (int64_t d = -t->half; d <= t->half; ++d) {
+        float *restrict mask = t->masks + (d + t->half) * n;
+        for (int64_t g = 0; g < t->rows * j->groups; ++g)
+            for (int64_t c = 0; c < m; ++c) mask[g * m + c] = c + d >= 0 && c + d < m ? 1.0f : 0.0f;
+    }
     return 0;
 }
 
-static inline size_t elem(int bf) { return bf ? sizeof(bf16) : sizeof(float); }
+/* s^(−3/4) = rsqrt(s) · sqrt(rsqrt(s)), which vectorises where pow does not; 1/s = rsqrt(s)². */
+INLINE float inv_34(float s, float *rinv) {
+    const float rs = 1.0f / sqrtf(s);
+    *rinv = rs * rs;
+    return rs * sqrtf(rs);
+}
+
+INLINE float inv_pow(float s, float beta, float *rinv) {
+    *rinv = 1.0f / s;
+    return powf(s, -beta);
+}
+
+/* One block of n values: x → out. */
+INLINE void forward_block(int bf, const void *restrict x, void *restrict out, const scratch_t *t, int64_t n,
+                          const job_t *j) {
+    float *restrict a = t->s0, *restrict mid = t->prod + t->half, *restrict acc = t->acc, rinv;
+    const float alpha_n = j->alpha_n, beta = j->beta, k = j->k;
+    for (int64_t i = 0; i < n; ++i) {
+        a[i] = ld(bf, x, i);
+        mid[i] = a[i] * a[i];
+    }
+    window_sums(mid, acc, t->masks, n, t->rows * j->channels, t->half, -(j->size / 2), (j->size - 1) / 2);
+    if (beta == 0.75f)
+        for (int64_t i = 0; i < n; ++i) st(bf, out, i, a[i] * inv_34(k + alpha_n * acc[i], &rinv));
+    else
+        for (int64_t i = 0; i < n; ++i) st(bf, out, i, a[i] * inv_pow(k + alpha_n * acc[i], beta, &rinv));
+}
+
+/* One block: (g, x) → ∂L/∂x. s is recomputed from x (the forward saves nothing but its input): two
+ * reads and one write here instead of four and one, and one write forward instead of three, for
+ * arithmetic that costs less than the memory passes it saves (benchmarks/RESULTS.md). */
+INLINE void backward_block(int bf, const void *restrict g, const void *restrict x, void *restrict out,
+                           const scratch_t *t, int64_t n, const job_t *j) {
+    float *restrict a = t->s0, *restrict gr = t->s1, *restrict p = t->s2, *restrict mid = t->prod + t->half;
+    float *restrict acc = t->acc;
+    const float alpha_n = j->alpha_n, beta = j->beta, k = j->k, coef = j->coef;
+    for (int64_t i = 0; i < n; ++i) {
+        a[i] = ld(bf, x, i);
+        mid[i] = a[i] * a[i];
+    }
+    window_sums(mid, acc, t->masks, n, t->rows * j->channels, t->half, -(j->size / 2), (j->size - 1) / 2);
+    /* mid ← g · b/s = g · a · s^(−β) · s^(−1), the terms of the second sum */
+    if (beta == 0.75f)
+        for (int64_t i = 0; i < n; ++i) {
+            float rinv;
+            p[i] = inv_34(k + alpha_n * acc[i], &rinv);
+            gr[i] = ld(bf, g, i);
+            mid[i] = gr[i] * a[i] * p[i] * rinv;
+        }
+    else
+        for (int64_t i = 0; i < n; ++i) {
+            float rinv;
+            p[i] = inv_pow(k + alpha_n * acc[i], beta, &rinv);
+            gr[i] = ld(bf, g, i);
+            mid[i] = gr[i] * a[i] * p[i] * rinv;
+        }
+    /* Σ over the i whose window holds c: i ∈ [c − ⌊(n−1)/2⌋, c + ⌊n/2⌋], the window mirrored */
+    window_sums(mid, acc, t->masks, n, t->rows * j->channels, t->half, -((j->size - 1) / 2), j->size / 2);
+    for (int64_t i = 0; i < n; ++i) st(bf, out, i, gr[i] * p[i] + coef * a[i] * acc[i]);
+}
 
 static void *forward_rows(void *arg) {
     const job_t *j = (const job_t *)arg;
-    const int64_t m = j->channels / j->groups;
-    const size_t e = elem(j->bf);
+    const size_t e = j->bf ? sizeof(bf16) : sizeof(float);
     scratch_t t;
     if (scratch(&t, j)) return (void *)1;
-    float *restrict acc = t.acc, *restrict a = t.s0, *restrict b = t.s1, *restrict p = t.s2, *restrict q = t.s3;
-    const float alpha_n = j->alpha_n, beta = j->beta, k = j->k;
     for (int64_t r = j->row0; r < j->row1; r += t.rows) {
-        const int64_t rows = r + t.rows <= j->row1 ? t.rows : j->row1 - r, n = rows * j->channels;
+        const int64_t n = (r + t.rows <= j->row1 ? t.rows : j->row1 - r) * j->channels;
         const size_t at = (size_t)(r * j->channels) * e;
-        widen(j->bf, (const char *)j->x + at, a, n);
-        window_sums(a, a, t.pad, acc, rows * j->groups, m, j->size, j->size / 2);
-        if (beta == 0.75f) { /* s^(−3/4) = rsqrt(s) · sqrt(rsqrt(s)): vectorises, pow does not */
-            for (int64_t c = 0; c < n; ++c) {
-                float rs = 1.0f / sqrtf(k + alpha_n * acc[c]), inv = rs * sqrtf(rs);
-                p[c] = inv;
-                b[c] = a[c] * inv;
-                q[c] = b[c] * (rs * rs); /* b / s, with 1/s = rs², one division fewer */
-            }
-        } else {
-            for (int64_t c = 0; c < n; ++c) {
-                float s = k + alpha_n * acc[c], inv = powf(s, -beta);
-                p[c] = inv;
-                b[c] = a[c] * inv;
-                q[c] = b[c] / s;
-            }
-        }
-        narrow(j->bf, b, (char *)j->out + at, n);
-        narrow(j->bf, p, (char *)j->inv_out + at, n);
-        narrow(j->bf, q, (char *)j->xr_out + at, n);
+        if (j->bf)
+            forward_block(1, (const char *)j->x + at, (char *)j->out + at, &t, n, j);
+        else
+            forward_block(0, (const char *)j->x + at, (char *)j->out + at, &t, n, j);
     }
     free(t.buf);
     return NULL;
@@ -152,23 +207,17 @@ static void *forward_rows(void *arg) {
 
 static void *backward_rows(void *arg) {
     const job_t *j = (const job_t *)arg;
-    const int64_t m = j->channels / j->groups;
-    const size_t e = elem(j->bf);
+    const size_t e = j->bf ? sizeof(bf16) : sizeof(float);
     scratch_t t;
     if (scratch(&t, j)) return (void *)1;
-    float *restrict acc = t.acc, *restrict gr = t.s0, *restrict a = t.s1, *restrict p = t.s2, *restrict q = t.s3;
-    const float coef = j->coef;
     for (int64_t r = j->row0; r < j->row1; r += t.rows) {
-        const int64_t rows = r + t.rows <= j->row1 ? t.rows : j->row1 - r, n = rows * j->channels;
+        const int64_t n = (r + t.rows <= j->row1 ? t.rows : j->row1 - r) * j->channels;
         const size_t at = (size_t)(r * j->channels) * e;
-        widen(j->bf, (const char *)j->g + at, gr, n);
-        widen(j->bf, (const char *)j->xr + at, q, n);
-        /* Σ over the i whose window holds c: i ∈ [c − ⌊(n−1)/2⌋, c + ⌊n/2⌋], the window mirrored */
-        window_sums(gr, q, t.pad, acc, rows * j->groups, m, j->size, (j->size - 1) / 2);
-        widen(j->bf, (const char *)j->x + at, a, n);
-        widen(j->bf, (const char *)j->inv + at, p, n);
-        for (int64_t c = 0; c < n; ++c) q[c] = gr[c] * p[c] + coef * a[c] * acc[c];
-        narrow(j->bf, q, (char *)j->out + at, n);
+        const char *g = (const char *)j->g + at, *x = (const char *)j->x + at;
+        if (j->bf)
+            backward_block(1, g, x, (char *)j->out + at, &t, n, j);
+        else
+            backward_block(0, g, x, (char *)j->out + at, &t, n, j);
     }
     free(t.buf);
     return NULL;
@@ -203,14 +252,14 @@ static int run(void *(*fn)(void *), job_t proto, int64_t rows, int threads) {
     return failed;
 }
 
-int lrn_forward(int bf, const void *x, void *out, void *inv, void *xr, int64_t rows, int64_t channels,
-                int64_t groups, int64_t size, float alpha_n, float beta, float k, int threads) {
-    job_t j = {x, NULL, NULL, NULL, out, inv, xr, bf, 0, 0, channels, groups, size, alpha_n, beta, k, 0.0f};
+int lrn_forward(int bf, const void *x, void *out, int64_t rows, int64_t channels, int64_t groups,
+                int64_t size, float alpha_n, float beta, float k, int threads) {
+    job_t j = {x, NULL, out, bf, 0, 0, channels, groups, size, alpha_n, beta, k, 0.0f};
     return run(forward_rows, j, rows, threads);
 }
 
-int lrn_backward(int bf, const void *g, const void *x, const void *inv, const void *xr, void *grad_x,
-                 int64_t rows, int64_t channels, int64_t groups, int64_t size, float coef, int threads) {
-    job_t j = {x, g, inv, xr, grad_x, NULL, NULL, bf, 0, 0, channels, groups, size, 0.0f, 0.0f, 0.0f, coef};
+int lrn_backward(int bf, const void *g, const void *x, void *grad_x, int64_t rows, int64_t channels,
+                 int64_t groups, int64_t size, float alpha_n, float beta, float k, float coef, int threads) {
+    job_t j = {x, g, grad_x, bf, 0, 0, channels, groups, size, alpha_n, beta, k, coef};
     return run(backward_rows, j, rows, threads);
 }

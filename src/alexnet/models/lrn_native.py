@@ -1,7 +1,8 @@
 """LRN's one-pass CPU kernel (lrn_kernel.c): built once per machine with the system's C compiler.
 
-The kernel makes one pass over the activation forward (1 read, 3 writes) and one backward (4 reads,
-1 write) where the GEMM form in lrn.py makes about 15 and 12; ``benchmarks/lrn.py`` times both.
+The kernel makes one pass over the activation forward (1 read, 1 write) and one backward (2 reads,
+1 write: it recomputes the window sums from the input rather than saving them) where the GEMM form
+in lrn.py makes about 15 and 12; ``benchmarks/lrn.py`` times both.
 It covers channels_last CPU tensors in fp32 or bf16 (the training step's layout, channels innermost);
 everything else, and every machine without a C compiler, takes the GEMM form, which gives the same
 result to rounding.
@@ -57,30 +58,33 @@ class NativeLRN:
     def __init__(self, path: Path) -> None:
         lib = ctypes.CDLL(str(path))
         i64, f32, ptr, i32 = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_int
-        lib.lrn_forward.argtypes = [i32, ptr, ptr, ptr, ptr, i64, i64, i64, i64, f32, f32, f32, i32]
-        lib.lrn_backward.argtypes = [i32, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, f32, i32]
+        lib.lrn_forward.argtypes = [i32, ptr, ptr, i64, i64, i64, i64, f32, f32, f32, i32]
+        lib.lrn_backward.argtypes = [i32, ptr, ptr, ptr, i64, i64, i64, i64, f32, f32, f32, f32, i32]
         lib.lrn_forward.restype = lib.lrn_backward.restype = i32
         self._lib, self.path = lib, path
 
     def forward(
         self, x: Tensor, groups: int, size: int, alpha: float, beta: float, k: float
-    ) -> tuple[Tensor, Tensor, Tensor] | None:
-        """(b, s^(−β), b/s) of lrn_kernel.c, in x's dtype and layout; None if the kernel could not run."""
-        out, inv, xr = (torch.empty_like(x) for _ in range(3))
+    ) -> Tensor | None:
+        """LRN of x (lrn_kernel.c), in x's dtype and layout; None if the kernel could not run."""
+        out = torch.empty_like(x)
         rows, channels = x.numel() // x.shape[1], x.shape[1]
         failed = self._lib.lrn_forward(
-            x.dtype == torch.bfloat16, x.data_ptr(), out.data_ptr(), inv.data_ptr(), xr.data_ptr(),
+            x.dtype == torch.bfloat16, x.data_ptr(), out.data_ptr(),
             rows, channels, groups, size, alpha / size, beta, k, torch.get_num_threads(),
         )  # fmt: skip
-        return None if failed else (out, inv, xr)
+        return None if failed else out
 
-    def backward(self, grad: Tensor, x: Tensor, inv: Tensor, xr: Tensor, groups: int, size: int, coef: float):
-        """∂L/∂a of lrn_kernel.c (grad in x's layout); None if the kernel could not run."""
+    def backward(
+        self, grad: Tensor, x: Tensor, groups: int, size: int, alpha: float, beta: float, k: float
+    ) -> Tensor | None:
+        """∂L/∂x of lrn_kernel.c from the forward's input (grad in x's layout); None if it could not run."""
         grad_x = torch.empty_like(x)
         rows, channels = x.numel() // x.shape[1], x.shape[1]
         failed = self._lib.lrn_backward(
-            x.dtype == torch.bfloat16, grad.data_ptr(), x.data_ptr(), inv.data_ptr(), xr.data_ptr(),
-            grad_x.data_ptr(), rows, channels, groups, size, coef, torch.get_num_threads(),
+            x.dtype == torch.bfloat16, grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(),
+            rows, channels, groups, size, alpha / size, beta, k, -2.0 * alpha * beta / size,
+            torch.get_num_threads(),
         )  # fmt: skip
         return None if failed else grad_x
 
