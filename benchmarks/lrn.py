@@ -3,7 +3,7 @@
 Times one SGD step (forward, backward, update) of ``paper`` at batch 16, 227×227 (``cifar10``: 28×28,
 batch 128), each built as its preset builds it (groups, LRN position), four ways in one process:
 without LRN (``lrn=False``), with our LocalResponseNorm, and with torch.nn.LocalResponseNorm
-swapped in, and with ours in its GEMM form instead of the one-pass CPU kernel (lrn_native.py),
+swapped in, and with ours in its GEMM form instead of the one-pass CPU kernel (native.py),
 in fp32 or under bf16 autocast, channels_last as training runs; a model whose preset
 puts LRN after the pool is also timed in §3.4's order (LRN before the pool). Rounds alternate
 between the models so that machine drift hits all alike; the median and the minimum step time of
@@ -28,7 +28,7 @@ from torch import nn
 
 from alexnet import build_model
 from alexnet.config import preset
-from alexnet.models import LocalResponseNorm, lrn_native
+from alexnet.models import LocalResponseNorm, native
 from alexnet.runtime import autocast, keep_freed_cpu_memory
 
 
@@ -52,7 +52,7 @@ class GemmFormLRN(nn.Module):
         self.lrn = ours
 
     def forward(self, x):
-        with lrn_native.gemm_form():  # decided in the forward; the backward follows it
+        with native.gemm_form():  # decided in the forward; the backward follows it
             return self.lrn(x)
 
 
@@ -162,7 +162,7 @@ def main() -> None:
         f"{args.model} model as its preset builds it ({switches}),\n"
         f"CPU {args.precision} training step, batch {args.batch}, {size}×{size}, "
         f"{torch.get_num_threads()} threads, {args.rounds} rounds\n"
-        f"ours: {lrn_native.status()}; 'ours, GEMMs': the same LRN as GEMMs (lrn.py)"
+        f"ours: {native.status()}; 'ours, GEMMs': the same LRN as GEMMs (lrn.py)"
     )
     for k in models:
         print(

@@ -133,7 +133,7 @@ def test_the_band_is_a_buffer_built_once_and_forward_keeps_no_state():
     )
 
 
-# --- the one-pass CPU kernel (lrn_native.py, lrn_kernel.c) ---------------------------------------
+# --- the one-pass CPU kernel (native.py, lrn_kernel.c) ---------------------------------------
 
 
 def _reference(x, g, size, alpha, beta, k, groups):
@@ -148,18 +148,18 @@ def _reference(x, g, size, alpha, beta, k, groups):
 @pytest.fixture
 def native_calls(monkeypatch):
     """Counts the kernel's forward and backward calls (the kernel itself runs unchanged)."""
-    from alexnet.models import lrn_native
+    from alexnet.models import native
 
-    assert lrn_native.kernel() is not None, lrn_native.status()  # CI's machines have a C compiler
+    assert native.lrn() is not None, native.status()  # CI's machines have a C compiler
     calls = {"forward": 0, "backward": 0}
     for name in calls:
-        original = getattr(lrn_native.NativeLRN, name)
+        original = getattr(native.NativeLRN, name)
 
         def counted(self, *args, _original=original, _name=name):
             calls[_name] += 1
             return _original(self, *args)
 
-        monkeypatch.setattr(lrn_native.NativeLRN, name, counted)
+        monkeypatch.setattr(native.NativeLRN, name, counted)
     return calls
 
 
@@ -192,17 +192,17 @@ def test_the_one_pass_kernel_keeps_only_its_input_for_the_backward(native_calls,
     # The backward recomputes s from x: autograd holds x alone (the GEMM form also keeps s^(−β) and
     # b/s, two more activation-sized tensors per LRN layer). Where the kernel cannot run in the
     # backward (no thread or scratch memory), the GEMM form recomputes them and the gradient stands.
-    from alexnet.models import lrn_native
+    from alexnet.models import native
 
     x = (torch.randn(2, 96, 6, 5) * 20).relu().to(memory_format=torch.channels_last).requires_grad_()
     g = torch.randn_like(x)
     lrn = LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)
     out = lrn(x)
     assert len(out.grad_fn.saved_tensors) == 1 and out.grad_fn.saved_tensors[0] is x
-    with lrn_native.gemm_form():
+    with native.gemm_form():
         assert len(lrn(x).grad_fn.saved_tensors) == 3
     _, g_r = _reference(x, g, 5, 1e-4, 0.75, 2.0, 2)
-    monkeypatch.setattr(lrn_native.NativeLRN, "backward", lambda *args: None)
+    monkeypatch.setattr(native.NativeLRN, "backward", lambda *args: None)
     (gx,) = torch.autograd.grad(out, x, g)
     assert native_calls == {"forward": 1, "backward": 0}
     torch.testing.assert_close(gx.double(), g_r, rtol=1e-5, atol=1e-6)
@@ -210,13 +210,13 @@ def test_the_one_pass_kernel_keeps_only_its_input_for_the_backward(native_calls,
 
 def test_the_one_pass_kernel_in_bf16_is_closer_to_exact_than_the_gemm_form(native_calls):
     # The GEMM form rounds a², the window sums and s^(−β) to bf16 on the way; the kernel rounds once.
-    from alexnet.models import lrn_native
+    from alexnet.models import native
 
     x = (torch.randn(4, 96, 13, 13) * 20).relu().bfloat16().to(memory_format=torch.channels_last)
     exact, _ = _reference(x, torch.zeros_like(x), 5, 1e-4, 0.75, 2.0, 1)
     lrn = LocalResponseNorm(5, 1e-4, 0.75, 2.0)
     one_pass = (lrn(x).double() - exact).abs().max()
-    with lrn_native.gemm_form():
+    with native.gemm_form():
         gemm = (lrn(x).double() - exact).abs().max()
     assert native_calls["forward"] == 1 and one_pass < gemm / 2
 
@@ -234,12 +234,11 @@ def test_the_one_pass_kernel_keeps_nans_where_torch_has_them(native_calls):
 
 
 def _fresh_kernel(monkeypatch, tmp_path):
-    from alexnet.models import lrn_native
+    from alexnet.models import native
 
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(lrn_native, "_kernel", None)
-    monkeypatch.setattr(lrn_native, "_status", None)
-    return lrn_native
+    monkeypatch.setattr(native, "_loaded", {})
+    return native
 
 
 def test_without_a_compiler_or_switched_off_lrn_takes_the_gemm_form(monkeypatch, tmp_path):
@@ -248,12 +247,12 @@ def test_without_a_compiler_or_switched_off_lrn_takes_the_gemm_form(monkeypatch,
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no cc, gcc or clang
     native = _fresh_kernel(monkeypatch, tmp_path)
-    assert native.kernel() is None
+    assert native.lrn() is None
     assert native.status() == "no C compiler (cc, gcc, clang; or $CC) found: LRN runs as GEMMs"
     torch.testing.assert_close(LocalResponseNorm(5, 1e-4, 0.75, 2.0)(x), expected, rtol=1e-5, atol=1e-6)
     native = _fresh_kernel(monkeypatch, tmp_path)
     monkeypatch.setenv("ALEXNET_NATIVE_LRN", "0")
-    assert native.kernel() is None and native.status().startswith("off (ALEXNET_NATIVE_LRN=0)")
+    assert native.lrn() is None and native.status().startswith("off (ALEXNET_NATIVE_LRN=0)")
     assert not (tmp_path / "cache").exists()  # nothing built
 
 
@@ -264,7 +263,7 @@ def test_a_compiler_that_fails_leaves_the_gemm_form_and_says_why(monkeypatch, tm
     fake.chmod(0o755)
     monkeypatch.setenv("CC", str(fake))
     native = _fresh_kernel(monkeypatch, tmp_path)
-    assert native.kernel() is None
+    assert native.lrn() is None
     assert native.status() == (
         "LRN's CPU kernel did not build (cc -O3 -fno-math-errno -funsafe-math-optimizations "
         "-ffinite-math-only -fno-trapping-math: lrn_kernel.c:1: error: no such instruction): "
@@ -275,12 +274,12 @@ def test_a_compiler_that_fails_leaves_the_gemm_form_and_says_why(monkeypatch, tm
 
 def test_the_kernel_is_built_once_into_the_cache_and_a_damaged_file_is_rebuilt(monkeypatch, tmp_path):
     native = _fresh_kernel(monkeypatch, tmp_path)
-    first = native.kernel()
+    first = native.lrn()
     assert first is not None and first.path.parent == tmp_path / "cache" / "kernels"
     assert [p.name for p in first.path.parent.iterdir()] == [first.path.name]
     built = first.path.stat().st_mtime_ns
     native = _fresh_kernel(monkeypatch, tmp_path)  # a new process: loads, does not compile again
-    assert native.kernel().path == first.path and first.path.stat().st_mtime_ns == built
+    assert native.lrn().path == first.path and first.path.stat().st_mtime_ns == built
     first.path.unlink()  # (a new file: this process still maps the old one)
     first.path.write_bytes(b"not a shared library")
     native = _fresh_kernel(monkeypatch, tmp_path)
@@ -288,7 +287,7 @@ def test_the_kernel_is_built_once_into_the_cache_and_a_damaged_file_is_rebuilt(m
     torch.testing.assert_close(
         LocalResponseNorm(5)(x), torch.nn.LocalResponseNorm(5)(x), rtol=1e-5, atol=1e-6
     )
-    assert native.kernel() is not None and native.kernel().path == first.path  # rebuilt in place
+    assert native.lrn() is not None and native.lrn().path == first.path  # rebuilt in place
 
 
 def test_two_processes_building_at_once_each_get_a_whole_kernel(tmp_path):
@@ -298,10 +297,10 @@ def test_two_processes_building_at_once_each_get_a_whole_kernel(tmp_path):
 
     env = {**os.environ, "ALEXNET_CACHE": str(tmp_path)}
     code = (
-        "import torch; from alexnet.models import lrn_native, LocalResponseNorm\n"
+        "import torch; from alexnet.models import native, LocalResponseNorm\n"
         "x = torch.randn(4, 32, 3, 3).abs().to(memory_format=torch.channels_last)\n"
         "ok = torch.allclose(LocalResponseNorm(5)(x), torch.nn.LocalResponseNorm(5)(x), 1e-5, 1e-6)\n"
-        "print(lrn_native.kernel() is not None and ok)"
+        "print(native.lrn() is not None and ok)"
     )
     procs = [
         subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE) for _ in range(2)

@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from alexnet import AlexNetError, build_model, list_models, summarize
 from alexnet.models import LocalResponseNorm
+from alexnet.models.pool import MaxPool2d
 
 # PAPER.md §1 and §6; d2l, cifar10 and figure1 counted from their layer tables.
 PARAMS = {
@@ -275,19 +276,14 @@ def test_relu_after_the_pools_where_lrn_follows_them_is_the_same_function_and_gr
     model = build_model("cifar10", **{**preset("cifar10").model.switches(), "input_size": 28}).eval()
     features = list(model.features)
     conv1 = features.index(model.layer("conv1"))
-    kinds = [nn.Conv2d, nn.MaxPool2d, nn.ReLU, LocalResponseNorm]
+    kinds = [nn.Conv2d, MaxPool2d, nn.ReLU, LocalResponseNorm]
     assert [type(m) for m in features[conv1 : conv1 + 4]] == kinds  # the preset's LRN after the pool
     # The same net written in the usual order (ReLU right after each conv): same modules, same weights.
     written = [*features]
     for i in range(1, len(written)):
         if isinstance(written[i], nn.ReLU) and isinstance(written[i - 1], nn.MaxPool2d):
             written[i - 1], written[i] = written[i], written[i - 1]
-    assert [type(m) for m in written[conv1 : conv1 + 4]] == [
-        nn.Conv2d,
-        nn.ReLU,
-        nn.MaxPool2d,
-        LocalResponseNorm,
-    ]
+    assert [type(m) for m in written[conv1 : conv1 + 4]] == [nn.Conv2d, nn.ReLU, MaxPool2d, LocalResponseNorm]
     x = (torch.randn(8, 3, 28, 28) * 2).to(memory_format=torch.channels_last)
     results = []
     for layers in (features, written):

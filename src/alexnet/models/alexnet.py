@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..errors import AlexNetError
 from .lrn import LocalResponseNorm
+from .pool import MaxPool2d
 
 CONV_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FC_NAMES = ("fc6", "fc7", "fc8")
@@ -302,7 +303,7 @@ class AlexNet(nn.Module):
                     groups=conv.groups,
                 )
             )
-            pools = [nn.MaxPool2d(self.pool_kernel, self.pool_stride) for _ in range(conv.pools)]
+            pools = [MaxPool2d(self.pool_kernel, self.pool_stride) for _ in range(conv.pools)]
             # §3.2: each tower normalises its own kernels, so LRN windows stay inside a group.
             norm = LocalResponseNorm(
                 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, groups=groups, channels=conv.out_channels

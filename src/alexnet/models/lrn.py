@@ -16,7 +16,7 @@ with the same window convention, zero padding and α/n scaling as torch, so resu
 (§3.2's towers).
 
 On the CPU, channels_last fp32 and bf16 inputs (how training runs) take the same formulas as one
-C kernel pass forward and one backward instead (lrn_kernel.c, built by lrn_native.py: half the
+C kernel pass forward and one backward instead (lrn_kernel.c, built by native.py: half the
 GEMM form's time on the paper net's maps in bf16); the GEMM form serves every other case.
 """
 
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..errors import AlexNetError
-from . import lrn_native
+from . import native
 
 
 def band_matrix(channels: int, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -82,10 +82,10 @@ class _LRN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, band, size: int, alpha: float, beta: float, k: float):
         ctx.params = (band, size, alpha, beta, k)
-        native = lrn_native.kernel() if lrn_native.channels_innermost(x) else None
-        out = native.forward(x, x.shape[1] // band.shape[0], size, alpha, beta, k) if native else None
-        ctx.native = native if out is not None else None
-        if out is not None:  # one pass (lrn_native.py); the backward recomputes s from x
+        kernel = native.lrn() if native.lrn_applies(x) else None
+        out = kernel.forward(x, x.shape[1] // band.shape[0], size, alpha, beta, k) if kernel else None
+        ctx.native = kernel if out is not None else None
+        if out is not None:  # one pass (native.py); the backward recomputes s from x
             ctx.save_for_backward(x)
             return out
         out, inv, xr = _terms(x, band, size, alpha, beta, k)  # where the kernel cannot run

@@ -24,6 +24,7 @@ from .alexnet import (
     with_lrn,
 )
 from .lrn import LocalResponseNorm
+from .pool import MaxPool2d
 
 FIGURE1_WIDTHS = (32, 32, 64)
 
@@ -70,7 +71,7 @@ class Figure1Net(nn.Module):
             self._layer_paths[f"conv{i + 1}"] = f"features.{len(layers)}"
             layers.append(nn.Conv2d(channels, int(width), 5, padding=2))
             norm = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, channels=int(width))
-            pools = [nn.MaxPool2d(self.pool_kernel, self.pool_stride)]
+            pools = [MaxPool2d(self.pool_kernel, self.pool_stride)]
             layers.extend(
                 with_lrn(make_activation(activation), pools, norm if lrn and i < 2 else None, lrn_position)
             )

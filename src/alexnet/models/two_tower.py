@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ..errors import AlexNetError
 from .alexnet import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, AlexNet
 from .lrn import LocalResponseNorm
+from .pool import MaxPool2d
 
 PAPER_WIDTHS = (96, 256, 384, 384, 256)
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -37,7 +38,7 @@ class _Tower(nn.Module):
         self.fc7 = nn.Linear(HIDDEN, HIDDEN // 2)  # reads both towers
         self.lrn1 = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, channels=48)
         self.lrn2 = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, channels=128)
-        self.pool = nn.MaxPool2d(3, 2)
+        self.pool = MaxPool2d(3, 2)
         self.relu = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
 
