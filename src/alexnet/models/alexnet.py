@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import AlexNetError
+from .dropout import Dropout
 from .lrn import LocalResponseNorm
 from .pool import MaxPool2d
 
@@ -323,12 +324,12 @@ class AlexNet(nn.Module):
         widths_fc = (flat, *spec.hidden)
         for name, fan_in, fan_out in zip(FC_NAMES[:2], widths_fc[:2], widths_fc[1:3], strict=True):
             if spec.dropout_before_fc:
-                head.append(nn.Dropout(dropout))
+                head.append(Dropout(dropout))
             self._layer_paths[name] = f"classifier.{len(head)}"
             head.append(nn.Linear(fan_in, fan_out))
             head.append(make_activation(activation))
             if not spec.dropout_before_fc:
-                head.append(nn.Dropout(dropout))  # §4.2: dropout on the outputs of fc6 and fc7
+                head.append(Dropout(dropout))  # §4.2: dropout on the outputs of fc6 and fc7
         self._layer_paths["fc8"] = f"classifier.{len(head)}"
         head.append(nn.Linear(spec.hidden[1], num_classes))
         self.classifier = nn.Sequential(*head)

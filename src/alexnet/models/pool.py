@@ -70,7 +70,7 @@ def _square(value) -> int | None:
 
 
 # The kernel takes maps of at least this many values per image (C·H·W). Measured against torch's op,
-# forward + backward at batch 128 (benchmarks/pool.py, 2-core Emerald Rapids, bf16 and fp32): 0.69–0.85
+# forward + backward at batch 128 (benchmarks/layers.py, 2-core Emerald Rapids, bf16 and fp32): 0.69–0.85
 # of its time on the paper net's 96×55×55 and 256×27×27 maps, 0.92–1.06 on 256×13×13, and 0.95–1.69
 # on the cifar10 net's (64×28×28 and smaller), where torch's op is as fast or faster.
 MIN_VALUES = 100_000

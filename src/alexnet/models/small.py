@@ -23,6 +23,7 @@ from .alexnet import (
     make_activation,
     with_lrn,
 )
+from .dropout import Dropout
 from .lrn import LocalResponseNorm
 from .pool import MaxPool2d
 
@@ -80,7 +81,7 @@ class Figure1Net(nn.Module):
         side = self._feature_side(input_size)
         self.feature_shape = (channels, side, side)
         self._layer_paths["fc"] = "classifier.1"
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels * side * side, num_classes))
+        self.classifier = nn.Sequential(Dropout(dropout), nn.Linear(channels * side * side, num_classes))
 
     def _feature_side(self, side: int) -> int:
         shown = side

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..errors import AlexNetError
 from .alexnet import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, AlexNet
+from .dropout import Dropout
 from .lrn import LocalResponseNorm
 from .pool import MaxPool2d
 
@@ -40,7 +41,7 @@ class _Tower(nn.Module):
         self.lrn2 = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K, channels=128)
         self.pool = MaxPool2d(3, 2)
         self.relu = nn.ReLU(inplace=True)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def lower(self, x: Tensor) -> Tensor:
         x = self.pool(self.lrn1(self.relu(self.conv1(x))))

@@ -1,15 +1,16 @@
-"""Cost of max-pooling in a CPU training step: the C kernel (models/pool.py) against torch's op.
+"""Max-pooling and dropout in a CPU training step: our C kernels (models/pool.py, models/dropout.py)
+against torch's ops. (LRN has its own script, lrn.py.)
 
-Two measurements in one process, rounds alternating so that machine drift hits both alike, the
+Two measurements in one process, rounds alternating so that machine drift hits all alike, the
 minimum of each reported (interference on a shared machine only ever adds time):
 
-- each pool layer of the model alone, forward + backward on the activation it sees at the
-  preset's batch, with the kernel (on every map, also those the model leaves to torch's op:
-  pool.MIN_VALUES), with torch's max_pool2d, and a ReLU on the same tensor for scale;
+- each pool and dropout layer of the model alone, forward + backward on the activation it sees at
+  the preset's batch, with the kernel (pools: on every map, also those the model leaves to torch's
+  op: pool.MIN_VALUES), with torch's op, and a ReLU on the same tensor for scale;
 - the whole training step (forward, backward, update) of the model as its preset builds it, with
-  its pools on the kernel and with torch's op, at the preset's batch (``--batch`` to change it).
+  our kernels, with torch's pools, and with torch's dropout, at the preset's batch (``--batch``).
 
-    python benchmarks/pool.py [--model paper|cifar10] [--precision fp32|bf16] [--rounds 10]
+    python benchmarks/layers.py [--model paper|cifar10] [--precision fp32|bf16] [--rounds 10]
 """
 
 from __future__ import annotations
@@ -24,17 +25,18 @@ from torch import nn
 from alexnet import build_model
 from alexnet.config import preset
 from alexnet.models import native, pool
+from alexnet.models.dropout import Dropout
 from alexnet.models.pool import MaxPool2d
 from alexnet.runtime import autocast, keep_freed_cpu_memory
 
 
 def layer_lines(model: nn.Module, x: torch.Tensor, precision: str, rounds: int) -> list[str]:
-    """Each pool layer alone, forward + backward, ms (min of ``rounds`` alternating rounds)."""
-    inputs: list[tuple[MaxPool2d, torch.Tensor]] = []
+    """Each pool and dropout layer alone, forward + backward, ms (min of ``rounds`` alternating rounds)."""
+    inputs: list[tuple[nn.Module, torch.Tensor]] = []
     hooks = [
         m.register_forward_hook(lambda mod, args, out: inputs.append((mod, args[0].detach())))
         for m in model.modules()
-        if isinstance(m, MaxPool2d)
+        if isinstance(m, MaxPool2d | Dropout)
     ]
     with torch.no_grad(), autocast(torch.device("cpu"), precision):
         model(x)
@@ -44,11 +46,11 @@ def layer_lines(model: nn.Module, x: torch.Tensor, precision: str, rounds: int) 
     least, pool.MIN_VALUES = pool.MIN_VALUES, 0  # the kernel on every map, to see where it pays
     for layer, a in inputs:
         g = torch.randn_like(layer(a))
-        forms = {
-            "ReLU": (torch.relu, torch.randn_like(a)),
-            "ours": (layer, g),
-            "torch": (lambda t, p=layer: F.max_pool2d(t, p.kernel_size, p.stride), g),
-        }
+        if isinstance(layer, Dropout):
+            theirs, what = (lambda t, p=layer.p: F.dropout(t, p)), "dropout"
+        else:
+            theirs, what = (lambda t, p=layer: F.max_pool2d(t, p.kernel_size, p.stride)), "pool"
+        forms = {"ReLU": (torch.relu, torch.randn_like(a)), "ours": (layer, g), "torch": (theirs, g)}
         best = dict.fromkeys(forms, float("inf"))
         for _ in range(rounds + 1):  # the first round warms up (and builds the kernel)
             for name, (fn, grad) in forms.items():
@@ -57,13 +59,13 @@ def layer_lines(model: nn.Module, x: torch.Tensor, precision: str, rounds: int) 
                 torch.autograd.grad(fn(a), a, grad)
                 best[name] = min(best[name], time.perf_counter() - t0)
                 a.requires_grad_(False)
-        shape = "×".join(map(str, a.shape))
+        shape, dtype = "×".join(map(str, a.shape)), str(a.dtype).removeprefix("torch.")
         lines.append(
-            f"  pool on {shape} {str(a.dtype).removeprefix('torch.')}, forward + backward, min of {rounds}: "
+            f"  {what} on {shape} {dtype}, forward + backward, min of {rounds}: "
             + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in best.items())
             + f"; ours {best['ours'] / best['torch']:.2f}× torch's time"
             f" ({best['ours'] / best['ReLU']:.2f} ReLUs, torch's {best['torch'] / best['ReLU']:.2f})"
-            + ("; the model takes the kernel here" if a[0].numel() >= least else "; the model: torch's op")
+            + ("" if what == "dropout" or a[0].numel() >= least else "; the model: torch's op")
         )
     pool.MIN_VALUES = least
     return lines
@@ -79,11 +81,11 @@ def step_time(model, opt, x, y, precision: str) -> float:
     return time.perf_counter() - t0
 
 
-def with_torch_pools(model: nn.Module) -> nn.Module:
-    """The model with each of our MaxPool2d running torch's op (same modules, same weights)."""
+def with_torch_op(model: nn.Module, kind: type[nn.Module]) -> nn.Module:
+    """The model with each of our MaxPool2d or Dropout running torch's op (same modules, weights)."""
     for m in model.modules():
-        if isinstance(m, MaxPool2d):
-            m.forward = nn.MaxPool2d.forward.__get__(m)
+        if isinstance(m, kind):
+            m.forward = kind.__mro__[1].forward.__get__(m)  # nn.MaxPool2d's or nn.Dropout's
     return model
 
 
@@ -103,12 +105,14 @@ def main() -> None:
     switches = {**preset(args.model).model.switches(), "input_size": size}
     models = {
         "ours": build_model(args.model, **switches),
-        "torch": with_torch_pools(build_model(args.model, **switches)),
+        "torch's pools": with_torch_op(build_model(args.model, **switches), MaxPool2d),
+        "torch's dropout": with_torch_op(build_model(args.model, **switches), Dropout),
     }
     models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
     print(
         f"{args.model} model as its preset builds it, CPU {args.precision}, batch {batch}, "
-        f"{torch.get_num_threads()} threads, {args.rounds} rounds; ours: {native.status('maxpool')}"
+        f"{torch.get_num_threads()} threads, {args.rounds} rounds; ours: {native.status('maxpool')}, "
+        f"{native.status('dropout')}"
     )
     for line in layer_lines(models["ours"], x, args.precision, args.rounds):
         print(line)
@@ -120,8 +124,12 @@ def main() -> None:
         for k in models:
             best[k] = min(best[k], step_time(models[k], opts[k], x, y, args.precision))
     print(
-        f"  training step, min of {args.rounds}: ours {best['ours'] * 1000:.1f} ms, with torch's pools "
-        f"{best['torch'] * 1000:.1f} ms: {100 * (1 - best['ours'] / best['torch']):.1f} % less time"
+        f"  training step, min of {args.rounds}: ours {best['ours'] * 1000:.1f} ms; "
+        + "; ".join(
+            f"with {k} {best[k] * 1000:.1f} ms (ours {100 * (1 - best['ours'] / best[k]):.1f} % less time)"
+            for k in models
+            if k != "ours"
+        )
     )
 
 
