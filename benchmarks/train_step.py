@@ -294,11 +294,11 @@ def paired_rates(step, x, y, kernels: dict, rounds: int, device) -> tuple[float,
 OWNING = (
     ("optimizer", ("Optimizer.step", "Optimizer.zero_grad", "WeightCopy.step")),
     ("LRN", ("_LRN",)),  # our autograd Function, forward (_LRN) and backward (_LRNBackward)
-    ("dropout", ("dropout", "bernoulli", "NativeDropoutBackward")),
+    ("dropout", ("dropout", "bernoulli", "NativeDropoutBackward", "_Dropout")),  # _Dropout: our kernel's
 )
 BY_OP = (
     ("convolutions and matmuls", ("convolution", "addmm", "aten::mm", "aten::bmm", "aten::linear")),
-    ("pooling", ("max_pool", "MaxPool")),
+    ("pooling", ("max_pool", "MaxPool")),  # MaxPool: also our kernel's Function, _MaxPool
     ("ReLU", ("relu", "threshold_backward", "clamp_min", "ReluBackward")),
     ("casts", ("_to_copy", "ToCopyBackward")),
     ("loss", ("cross_entropy", "log_softmax", "nll_loss", "LogSoftmaxBackward", "NllLossBackward")),

@@ -63,7 +63,8 @@ INLINE void forward_span(int bf, const job_t *j) {
     const float scale = j->scale;
     for (int64_t i = j->i0, end = j->i1; i < end; ++i) {
         const uint8_t keep = mix(mix((uint32_t)i + s0) ^ s1) < threshold;
-        const float v = (bf ? bf16_load(((const bf16 *)x)[i]) : ((const float *)x)[i]) * (keep ? scale : 0.0f);
+        const float a = bf ? bf16_load(((const bf16 *)x)[i]) : ((const float *)x)[i];
+        const float v = a * (keep ? scale : 0.0f);
         mask[i] = keep;
         if (bf)
             ((bf16 *)out)[i] = bf16_store(v);
@@ -78,7 +79,8 @@ INLINE void backward_span(int bf, const job_t *j) {
     const uint8_t *restrict mask = j->mask;
     const float scale = j->scale;
     for (int64_t i = j->i0, end = j->i1; i < end; ++i) {
-        const float v = (bf ? bf16_load(((const bf16 *)g)[i]) : ((const float *)g)[i]) * (mask[i] ? scale : 0.0f);
+        const float a = bf ? bf16_load(((const bf16 *)g)[i]) : ((const float *)g)[i];
+        const float v = a * (mask[i] ? scale : 0.0f);
         if (bf)
             ((bf16 *)out)[i] = bf16_store(v);
         else
