@@ -90,7 +90,8 @@ INLINE void forward_rows(int bf, const job_t *j, float *restrict m, int32_t *res
                 for (int64_t c = 0; c < C; ++c) ((bf16 *)j->out)[o + c] = bf16_store(m[c]);
             else
                 memcpy((float *)j->out + o, m, (size_t)C * sizeof(float));
-            for (int64_t c = 0; c < C; ++c) j->at[o + c] = (uint8_t)at[c];
+            uint8_t *restrict to = j->at + o;
+            for (int64_t c = 0; c < C; ++c) to[c] = (uint8_t)at[c];
         }
     }
 }
