@@ -70,3 +70,17 @@ def small_run(tmp_path_factory) -> pathlib.Path:
     root = tmp_path_factory.mktemp("small_run")
     train_small(slice_store(root, {"train": 40, "test": 5}), root / "run")
     return root
+
+
+def count_calls(monkeypatch, cls, names=("forward", "backward")) -> dict[str, int]:
+    """Counts calls of ``cls``'s methods ``names`` (a native kernel's entry points), which still run."""
+    calls = dict.fromkeys(names, 0)
+    for name in names:
+        original = getattr(cls, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(cls, name, counted)
+    return calls

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import count_calls
 from torch import nn
 
 from alexnet.models import native
@@ -14,16 +15,7 @@ from alexnet.models.dropout import Dropout
 def kernel_calls(monkeypatch):
     """Counts the kernel's forward and backward calls (the kernel itself runs unchanged)."""
     assert native.dropout() is not None, native.status("dropout")  # CI's machines have a C compiler
-    calls = {"forward": 0, "backward": 0}
-    for name in calls:
-        original = getattr(native.NativeDropout, name)
-
-        def counted(self, *args, _original=original, _name=name):
-            calls[_name] += 1
-            return _original(self, *args)
-
-        monkeypatch.setattr(native.NativeDropout, name, counted)
-    return calls
+    return count_calls(monkeypatch, native.NativeDropout)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import count_calls
 
 from alexnet import AlexNetError
 from alexnet.models import LocalResponseNorm
@@ -151,16 +152,7 @@ def native_calls(monkeypatch):
     from alexnet.models import native
 
     assert native.lrn() is not None, native.status()  # CI's machines have a C compiler
-    calls = {"forward": 0, "backward": 0}
-    for name in calls:
-        original = getattr(native.NativeLRN, name)
-
-        def counted(self, *args, _original=original, _name=name):
-            calls[_name] += 1
-            return _original(self, *args)
-
-        monkeypatch.setattr(native.NativeLRN, name, counted)
-    return calls
+    return count_calls(monkeypatch, native.NativeLRN)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

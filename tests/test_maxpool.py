@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import count_calls
 from torch import nn
 
 from alexnet.models import build_model, native, pool
@@ -15,16 +16,7 @@ def kernel_calls(monkeypatch):
     it take maps of any size (the model takes it only for large ones, pool.MIN_VALUES)."""
     monkeypatch.setattr(pool, "MIN_VALUES", 0)
     assert native.maxpool() is not None, native.status("maxpool")  # CI's machines have a C compiler
-    calls = {"forward": 0, "backward": 0}
-    for name in calls:
-        original = getattr(native.NativeMaxPool, name)
-
-        def counted(self, *args, _original=original, _name=name):
-            calls[_name] += 1
-            return _original(self, *args)
-
-        monkeypatch.setattr(native.NativeMaxPool, name, counted)
-    return calls
+    return count_calls(monkeypatch, native.NativeMaxPool)
 
 
 def _activation(shape, dtype, nans=False):

@@ -3,34 +3,14 @@
  *
  * Why: torch's CPU dropout draws its mask with bernoulli_, about 20 ns a value on 2 cores: 10.7 ms
  * forward + backward for one 128×4096 fc6 output in bf16, 23.5 ReLUs on the same tensor; 1.4 ms
- * here (benchmarks/layers.py). Here the mask comes from a counter-based hash of (seed, index), which
+ * here (benchmarks/layers.py). The mask comes from a counter-based hash of (seed, index), which
  * vectorises: each value is kept where the hash's 32 bits fall below keep · 2³², and the caller
  * draws the seed from torch's generator, so runs are reproducible and resumable as torch's are.
  * The forward writes the output and the mask (one byte a value); the backward reads them. As in
  * torch, a value is multiplied by 0 or by 1/(1 − p), so a NaN stays NaN where dropped; bf16
  * values are multiplied in fp32 and rounded to nearest even.
  */
-#include <pthread.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-typedef uint16_t bf16;
-
-static inline float bf16_load(bf16 h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* Round to nearest even, NaN kept as NaN: c10::BFloat16's rounding. */
-static inline bf16 bf16_store(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    return (bf16)((u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC0u : rounded);
-}
+#include "native_common.h"
 
 /* A 32-bit integer hash with full avalanche ("lowbias32", C. Wellons): 32-bit multiplies and
  * shifts only, so every instruction set vectorises it. */
@@ -44,16 +24,14 @@ static inline uint32_t mix(uint32_t x) {
 }
 
 typedef struct {
+    span_t values;
     const void *x;
     void *out;
     uint8_t *mask;
     int bf, backward;
-    int64_t i0, i1;
     uint32_t s0, s1, threshold;
     float scale;
 } job_t;
-
-#define INLINE static inline __attribute__((always_inline))
 
 INLINE void forward_span(int bf, const job_t *j) {
     const void *restrict x = j->x;
@@ -61,7 +39,7 @@ INLINE void forward_span(int bf, const job_t *j) {
     uint8_t *restrict mask = j->mask;
     const uint32_t s0 = j->s0, s1 = j->s1, threshold = j->threshold;
     const float scale = j->scale;
-    for (int64_t i = j->i0, end = j->i1; i < end; ++i) {
+    for (int64_t i = j->values.start, end = j->values.end; i < end; ++i) {
         const uint8_t keep = mix(mix((uint32_t)i + s0) ^ s1) < threshold;
         const float a = bf ? bf16_load(((const bf16 *)x)[i]) : ((const float *)x)[i];
         const float v = a * (keep ? scale : 0.0f);
@@ -78,7 +56,7 @@ INLINE void backward_span(int bf, const job_t *j) {
     void *restrict out = j->out;
     const uint8_t *restrict mask = j->mask;
     const float scale = j->scale;
-    for (int64_t i = j->i0, end = j->i1; i < end; ++i) {
+    for (int64_t i = j->values.start, end = j->values.end; i < end; ++i) {
         const float a = bf ? bf16_load(((const bf16 *)g)[i]) : ((const float *)g)[i];
         const float v = a * (mask[i] ? scale : 0.0f);
         if (bf)
@@ -104,37 +82,15 @@ static void *work(void *arg) {
     return NULL;
 }
 
-/* Values split evenly over `threads` threads (at least 16384 each); 0, or 1 if none could start. */
-static int run(job_t proto, int64_t n, int threads) {
-    if (threads < 1) threads = 1;
-    if (threads > 256) threads = 256;
-    if (n < (int64_t)threads * 16384) threads = n >= 16384 ? (int)(n / 16384) : 1;
-    job_t jobs[256];
-    pthread_t tids[256];
-    int started[256] = {0};
-    for (int t = 0; t < threads; ++t) {
-        jobs[t] = proto;
-        jobs[t].i0 = n * t / threads;
-        jobs[t].i1 = n * (t + 1) / threads;
-    }
-    for (int t = 1; t < threads; ++t) started[t] = pthread_create(&tids[t], NULL, work, &jobs[t]) == 0;
-    for (int t = 1; t < threads; ++t)
-        if (!started[t]) work(&jobs[t]); /* no thread: do its share here */
-    work(&jobs[0]);
-    for (int t = 1; t < threads; ++t)
-        if (started[t]) pthread_join(tids[t], NULL);
-    return 0;
-}
-
 /* keep: the probability of keeping a value (1 − p), as threshold / 2³²; scale = 1 / (1 − p). */
 int dropout_forward(int bf, const void *x, void *out, uint8_t *mask, int64_t n, uint64_t seed,
                     uint32_t threshold, float scale, int threads) {
-    job_t j = {x, out, mask, bf, 0, 0, 0, (uint32_t)seed, (uint32_t)(seed >> 32), threshold, scale};
-    return run(j, n, threads);
+    job_t j = {{0, 0}, x, out, mask, bf, 0, (uint32_t)seed, (uint32_t)(seed >> 32), threshold, scale};
+    return run_split(work, &j, sizeof j, n, threads, 16384);
 }
 
 int dropout_backward(int bf, const void *g, const uint8_t *mask, void *grad_x, int64_t n, float scale,
                      int threads) {
-    job_t j = {g, grad_x, (uint8_t *)mask, bf, 1, 0, 0, 0, 0, 0, scale};
-    return run(j, n, threads);
+    job_t j = {{0, 0}, g, grad_x, (uint8_t *)mask, bf, 1, 0, 0, 0, scale};
+    return run_split(work, &j, sizeof j, n, threads, 16384);
 }

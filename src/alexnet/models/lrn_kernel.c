@@ -20,40 +20,20 @@
  * (c10::BFloat16's rounding, NaN kept as NaN).
  */
 #include <math.h>
-#include <pthread.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
-typedef uint16_t bf16;
-
-static inline float bf16_load(bf16 h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline bf16 bf16_store(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    /* NaN tested on the bits: the build's -ffinite-math-only lets the compiler drop f != f */
-    return (bf16)((u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC0u : rounded);
-}
+#include "native_common.h"
 
 typedef struct {
+    span_t rows; /* pixels */
     const void *x, *g;
     void *out;
     int bf;
-    int64_t row0, row1, channels, groups, size;
+    int64_t channels, groups, size;
     float alpha_n, beta, k, coef;
 } job_t;
 
 /* One value of a bf16 or fp32 tensor, widened to fp32, and stored back rounded. Always inlined
  * with a constant `bf`, so each loop below is compiled once per dtype and vectorised. */
-#define INLINE static inline __attribute__((always_inline))
-
 INLINE float ld(int bf, const void *p, int64_t i) {
     return bf ? bf16_load(((const bf16 *)p)[i]) : ((const float *)p)[i];
 }
@@ -193,8 +173,8 @@ static void *forward_rows(void *arg) {
     const size_t e = j->bf ? sizeof(bf16) : sizeof(float);
     scratch_t t;
     if (scratch(&t, j)) return (void *)1;
-    for (int64_t r = j->row0; r < j->row1; r += t.rows) {
-        const int64_t n = (r + t.rows <= j->row1 ? t.rows : j->row1 - r) * j->channels;
+    for (int64_t r = j->rows.start; r < j->rows.end; r += t.rows) {
+        const int64_t n = (r + t.rows <= j->rows.end ? t.rows : j->rows.end - r) * j->channels;
         const size_t at = (size_t)(r * j->channels) * e;
         if (j->bf)
             forward_block(1, (const char *)j->x + at, (char *)j->out + at, &t, n, j);
@@ -210,8 +190,8 @@ static void *backward_rows(void *arg) {
     const size_t e = j->bf ? sizeof(bf16) : sizeof(float);
     scratch_t t;
     if (scratch(&t, j)) return (void *)1;
-    for (int64_t r = j->row0; r < j->row1; r += t.rows) {
-        const int64_t n = (r + t.rows <= j->row1 ? t.rows : j->row1 - r) * j->channels;
+    for (int64_t r = j->rows.start; r < j->rows.end; r += t.rows) {
+        const int64_t n = (r + t.rows <= j->rows.end ? t.rows : j->rows.end - r) * j->channels;
         const size_t at = (size_t)(r * j->channels) * e;
         const char *g = (const char *)j->g + at, *x = (const char *)j->x + at;
         if (j->bf)
@@ -223,43 +203,14 @@ static void *backward_rows(void *arg) {
     return NULL;
 }
 
-/* Rows split evenly over `threads` threads (the caller passes torch.get_num_threads()); returns 0,
- * or 1 when a thread or its scratch could not be had (the caller then takes the GEMM form). */
-static int run(void *(*fn)(void *), job_t proto, int64_t rows, int threads) {
-    if (threads < 1) threads = 1;
-    if (threads > 256) threads = 256;
-    if (rows < (int64_t)threads * 64) threads = rows >= 64 ? (int)(rows / 64) : 1;
-    job_t jobs[256];
-    pthread_t tids[256];
-    int started[256] = {0};
-    int failed = 0;
-    for (int t = 0; t < threads; ++t) {
-        jobs[t] = proto;
-        jobs[t].row0 = rows * t / threads;
-        jobs[t].row1 = rows * (t + 1) / threads;
-    }
-    for (int t = 1; t < threads; ++t) started[t] = pthread_create(&tids[t], NULL, fn, &jobs[t]) == 0;
-    for (int t = 1; t < threads; ++t)
-        if (!started[t]) failed |= fn(&jobs[t]) != NULL; /* no thread: do its share here */
-    failed |= fn(&jobs[0]) != NULL;
-    for (int t = 1; t < threads; ++t) {
-        if (started[t]) {
-            void *rc;
-            pthread_join(tids[t], &rc);
-            failed |= rc != NULL;
-        }
-    }
-    return failed;
-}
-
 int lrn_forward(int bf, const void *x, void *out, int64_t rows, int64_t channels, int64_t groups,
                 int64_t size, float alpha_n, float beta, float k, int threads) {
-    job_t j = {x, NULL, out, bf, 0, 0, channels, groups, size, alpha_n, beta, k, 0.0f};
-    return run(forward_rows, j, rows, threads);
+    job_t j = {{0, 0}, x, NULL, out, bf, channels, groups, size, alpha_n, beta, k, 0.0f};
+    return run_split(forward_rows, &j, sizeof j, rows, threads, 64);
 }
 
 int lrn_backward(int bf, const void *g, const void *x, void *grad_x, int64_t rows, int64_t channels,
                  int64_t groups, int64_t size, float alpha_n, float beta, float k, float coef, int threads) {
-    job_t j = {x, g, grad_x, bf, 0, 0, channels, groups, size, alpha_n, beta, k, coef};
-    return run(backward_rows, j, rows, threads);
+    job_t j = {{0, 0}, x, g, grad_x, bf, channels, groups, size, alpha_n, beta, k, coef};
+    return run_split(backward_rows, &j, sizeof j, rows, threads, 64);
 }

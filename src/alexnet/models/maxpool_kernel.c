@@ -18,41 +18,19 @@
  * the LRN kernel: with them the compiler may assume no NaN and turn the comparisons into max
  * instructions that lose torch's NaN rule.
  */
-#include <pthread.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-typedef uint16_t bf16;
-
-static inline float bf16_load(bf16 h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* Round to nearest even, NaN kept as NaN: c10::BFloat16's rounding. */
-static inline bf16 bf16_store(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    return (bf16)((u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC0u : rounded);
-}
-
-#define INLINE static inline __attribute__((always_inline))
+#include "native_common.h"
 
 INLINE float ld(int bf, const void *p, int64_t i) {
     return bf ? bf16_load(((const bf16 *)p)[i]) : ((const float *)p)[i];
 }
 
 typedef struct {
+    span_t units; /* forward: output rows (image, row); backward: images */
     const void *x, *g;
     void *out;
     uint8_t *at; /* each output value's position in its window, row-major (k² ≤ 256) */
     float *acc;  /* backward: one image's input gradient in fp32 */
     int bf;
-    int64_t unit0, unit1; /* forward: output rows (image, row); backward: images */
     int64_t height, width, channels, out_h, out_w, kernel, stride;
 } job_t;
 
@@ -80,7 +58,7 @@ INLINE void window_max(int bf, const void *x, int64_t base, const job_t *j, floa
 
 INLINE void forward_rows(int bf, const job_t *j, float *restrict m, int32_t *restrict at) {
     const int64_t C = j->channels;
-    for (int64_t u = j->unit0; u < j->unit1; ++u) {
+    for (int64_t u = j->units.start; u < j->units.end; ++u) {
         const int64_t n = u / j->out_h, oh = u % j->out_h;
         for (int64_t ow = 0; ow < j->out_w; ++ow) {
             const int64_t base = ((n * j->height + oh * j->stride) * j->width + ow * j->stride) * C;
@@ -100,7 +78,7 @@ INLINE void forward_rows(int bf, const job_t *j, float *restrict m, int32_t *res
 INLINE void backward_images(int bf, const job_t *j) {
     const int64_t C = j->channels, image = j->height * j->width * C;
     float *restrict acc = j->acc;
-    for (int64_t n = j->unit0; n < j->unit1; ++n) {
+    for (int64_t n = j->units.start; n < j->units.end; ++n) {
         memset(acc, 0, (size_t)image * sizeof(float));
         for (int64_t oh = 0; oh < j->out_h; ++oh)
             for (int64_t ow = 0; ow < j->out_w; ++ow) {
@@ -149,44 +127,17 @@ static void *backward_job(void *arg) {
     return NULL;
 }
 
-/* Units split evenly over `threads` threads; 0, or 1 when a thread's memory could not be had. */
-static int run(void *(*fn)(void *), job_t proto, int64_t units, int threads) {
-    if (threads < 1) threads = 1;
-    if (threads > 256) threads = 256;
-    if (units < threads) threads = units > 0 ? (int)units : 1;
-    job_t jobs[256];
-    pthread_t tids[256];
-    int started[256] = {0};
-    int failed = 0;
-    for (int t = 0; t < threads; ++t) {
-        jobs[t] = proto;
-        jobs[t].unit0 = units * t / threads;
-        jobs[t].unit1 = units * (t + 1) / threads;
-    }
-    for (int t = 1; t < threads; ++t) started[t] = pthread_create(&tids[t], NULL, fn, &jobs[t]) == 0;
-    for (int t = 1; t < threads; ++t)
-        if (!started[t]) failed |= fn(&jobs[t]) != NULL; /* no thread: do its share here */
-    failed |= fn(&jobs[0]) != NULL;
-    for (int t = 1; t < threads; ++t) {
-        if (started[t]) {
-            void *rc;
-            pthread_join(tids[t], &rc);
-            failed |= rc != NULL;
-        }
-    }
-    return failed;
-}
-
 int maxpool_forward(int bf, const void *x, void *out, uint8_t *at, int64_t batch, int64_t height,
                     int64_t width, int64_t channels, int64_t kernel, int64_t stride, int threads) {
     const int64_t out_h = (height - kernel) / stride + 1, out_w = (width - kernel) / stride + 1;
-    job_t j = {x, NULL, out, at, NULL, bf, 0, 0, height, width, channels, out_h, out_w, kernel, stride};
-    return run(forward_job, j, batch * out_h, threads);
+    job_t j = {{0, 0}, x, NULL, out, at, NULL, bf, height, width, channels, out_h, out_w, kernel, stride};
+    return run_split(forward_job, &j, sizeof j, batch * out_h, threads, 1);
 }
 
 int maxpool_backward(int bf, const void *g, const uint8_t *at, void *grad_x, int64_t batch, int64_t height,
                      int64_t width, int64_t channels, int64_t kernel, int64_t stride, int threads) {
     const int64_t out_h = (height - kernel) / stride + 1, out_w = (width - kernel) / stride + 1;
-    job_t j = {NULL, g, grad_x, (uint8_t *)at, NULL, bf, 0, 0, height, width, channels, out_h, out_w, kernel, stride};
-    return run(backward_job, j, batch, threads);
+    job_t j = {{0, 0}, NULL, g, grad_x, (uint8_t *)at, NULL, bf, height, width, channels, out_h, out_w, kernel,
+               stride};
+    return run_split(backward_job, &j, sizeof j, batch, threads, 1);
 }

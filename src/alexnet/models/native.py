@@ -13,7 +13,7 @@ compiler, takes torch's ops (LRN: the GEMM form), which give the same result (LR
 dropout: the same distribution).
 
 Build: ``cc -O3 -march=native …`` into a shared library in ``$ALEXNET_CACHE/kernels`` (default
-``~/.cache/alexnet/kernels``), named by a hash of the source, the flags and the CPU, so a machine
+``~/.cache/alexnet/kernels``), named by a hash of the sources, the flags and the CPU, so a machine
 with other instructions (a cluster's other nodes on a shared home) builds its own. About a second
 each, the first time the layer runs on the CPU; after that the file is loaded. A library is written
 to a temporary name and renamed into place, so processes that build at once each end with a whole
@@ -47,6 +47,7 @@ from torch import Tensor
 # torch's NaN rule in its comparisons.
 FAST_MATH = ("-fno-math-errno", "-funsafe-math-optimizations", "-ffinite-math-only", "-fno-trapping-math")
 COMMON = ["-shared", "-fPIC", "-pthread"]
+HEADERS = ("native_common.h",)  # included by every kernel: bf16 conversion and the thread split
 
 
 class NativeLRN:
@@ -292,15 +293,16 @@ def _load(spec: _Kernel) -> tuple[object | None, str]:
     compiler = _compiler()
     if compiler is None:
         return None, f"no C compiler (cc, gcc, clang; or $CC) found: {spec.instead}"
-    source = resources.files(__package__).joinpath(spec.source).read_bytes()
+    here = resources.files(__package__)
+    files = {name: here.joinpath(name).read_bytes() for name in (spec.source, *HEADERS)}
     errors = []
     for flags in spec.flag_sets:
-        key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), compiler.encode(),
+        key = hashlib.sha256(b"\0".join([*files.values(), " ".join(flags).encode(), compiler.encode(),
                                          _cpu_identity().encode()])).hexdigest()[:16]  # fmt: skip
         path = cache_dir() / f"{spec.name}-{key}.so"
         for attempt in ("cached", "rebuilt"):  # a damaged file in the cache is built again, once
             if attempt == "rebuilt" or not path.exists():
-                error = _build(compiler, list(flags), spec.source, source, path)
+                error = _build(compiler, list(flags), spec.source, files, path)
                 if error:
                     errors.append(error)
                     break
@@ -311,13 +313,15 @@ def _load(spec: _Kernel) -> tuple[object | None, str]:
     return None, f"{spec.label} did not build ({errors[-1]}): {spec.instead}"
 
 
-def _build(compiler: str, flags: list[str], name: str, source: bytes, path: Path) -> str | None:
-    """Compile into a temporary file beside ``path`` and rename it into place; the error, or None."""
+def _build(compiler: str, flags: list[str], source: str, files: dict[str, bytes], path: Path) -> str | None:
+    """Compile ``source`` (with the other ``files`` beside it) into a temporary file beside ``path``
+    and rename it into place; the error, or None."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            src, lib = Path(tmp) / name, Path(tmp) / path.name
-            src.write_bytes(source)
+            for name, text in files.items():
+                (Path(tmp) / name).write_bytes(text)
+            src, lib = Path(tmp) / source, Path(tmp) / path.name
             done = subprocess.run(
                 [compiler, *flags, *COMMON, "-o", str(lib), str(src), "-lm"],
                 capture_output=True, text=True, timeout=120,
