@@ -69,10 +69,11 @@ def _square(value) -> int | None:
     return None
 
 
-# The kernel takes maps of at least this many values per image (C·H·W). Measured against torch's op,
-# forward + backward at batch 128 (benchmarks/layers.py, 2-core Emerald Rapids, bf16 and fp32): 0.69–0.85
-# of its time on the paper net's 96×55×55 and 256×27×27 maps, 0.92–1.06 on 256×13×13, and 0.95–1.69
-# on the cifar10 net's (64×28×28 and smaller), where torch's op is as fast or faster.
+# The kernel takes maps of at least this many values per image (C·H·W), where it was faster in every
+# run: forward + backward at batch 128 against torch's op (benchmarks/layers.py, 2-core Emerald
+# Rapids), 0.62–0.79 of its time on the paper net's 96×55×55 and 256×27×27 maps (bf16 and fp32).
+# Smaller maps went either way between runs (0.78–1.09 on 256×13×13, 0.77–1.07 on the cifar10 net's
+# 64×28×28 and 128×13×13) or lost (1.5 on 128×6×6), and stay with torch's op.
 MIN_VALUES = 100_000
 
 
