@@ -106,3 +106,12 @@ def test_switched_off_dropout_is_torchs(monkeypatch, tmp_path):
     a = Dropout(0.5)(x)
     torch.manual_seed(0)
     assert torch.equal(a, torch.nn.functional.dropout(x, 0.5)) and not (tmp_path / "kernels").exists()
+
+
+def test_under_torch_compile_dropout_is_torchs_for_inductor_to_fuse(kernel_calls, monkeypatch):
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    x = torch.randn(64, 256)
+    torch.manual_seed(0)
+    a = Dropout(0.5)(x)
+    torch.manual_seed(0)
+    assert torch.equal(a, torch.nn.functional.dropout(x, 0.5)) and kernel_calls["forward"] == 0

@@ -176,3 +176,9 @@ def test_the_model_takes_the_kernel_for_large_maps_only(kernel_calls, monkeypatc
         MaxPool2d(3, 2)(_activation(shape, torch.bfloat16))
         assert kernel_calls["forward"] == used
         kernel_calls["forward"] = 0
+
+
+def test_under_torch_compile_pooling_is_torchs_for_inductor_to_fuse(kernel_calls, monkeypatch):
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    x = _activation((1, 96, 13, 13), torch.float32)
+    assert torch.equal(MaxPool2d(3, 2)(x), F.max_pool2d(x, 3, 2)) and kernel_calls["forward"] == 0

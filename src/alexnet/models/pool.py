@@ -5,8 +5,8 @@ backward run in native.py's max-pool kernel for large channels_last fp32/bf16 CP
 windows and no padding, dilation or ceil mode (the paper net's conv1 and conv2 pools): torch's op
 keeps its input and an int64 index per output value for the backward; the kernel keeps one byte
 per output value, and is faster there. fp32 results are torch's bit for bit; in bf16 a gradient
-summed from overlapping windows is rounded once instead of after each addition. Every other case
-is torch's op.
+summed from overlapping windows is rounded once instead of after each addition. Every other case,
+and a model under torch.compile, is torch's op.
 """
 
 from __future__ import annotations
@@ -89,7 +89,9 @@ class MaxPool2d(nn.MaxPool2d):
             and not self.return_indices
         )
         large = x.dim() == 4 and x.shape[1] * x.shape[2] * x.shape[3] >= MIN_VALUES
-        if plain and large and kernel <= 16 and native.channels_innermost(x) and min(x.shape[2:]) >= kernel:
+        compiled = torch.compiler.is_compiling()  # compiled: inductor's own code, without a graph break
+        usable = plain and large and not compiled and kernel <= 16 and min(x.shape[2:]) >= kernel
+        if usable and native.channels_innermost(x):
             pool = native.maxpool()
             if pool is not None:
                 return _MaxPool.apply(x, kernel, stride, pool)
