@@ -115,3 +115,18 @@ def test_under_torch_compile_dropout_is_torchs_for_inductor_to_fuse(kernel_calls
     a = Dropout(0.5)(x)
     torch.manual_seed(0)
     assert torch.equal(a, torch.nn.functional.dropout(x, 0.5)) and kernel_calls["forward"] == 0
+
+
+def test_where_the_kernel_cannot_run_torch_ops_take_over(kernel_calls, monkeypatch):
+    # No memory for the kernel's jobs: the mask comes from torch's bernoulli_, the same numbers
+    # (x · mask · 1/(1 − p)) forward and backward.
+    monkeypatch.setattr(native.NativeDropout, "forward", lambda *args: None)
+    monkeypatch.setattr(native.NativeDropout, "backward", lambda *args: None)
+    x = torch.randn(64, 256, requires_grad=True)
+    g = torch.randn(64, 256)
+    out = Dropout(0.25).train()(x)
+    (mask,) = out.grad_fn.saved_tensors
+    (grad,) = torch.autograd.grad(out, x, g)
+    kept = mask.bool()
+    assert 0.6 < kept.float().mean().item() < 0.9
+    assert torch.equal(out, x.detach() * kept * (1 / 0.75)) and torch.equal(grad, g * kept * (1 / 0.75))

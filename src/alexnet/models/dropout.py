@@ -23,7 +23,12 @@ class _Dropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, p: float, kernel: native.NativeDropout):
         seed = int(torch.randint(0, 2**63 - 1, ()).item())  # from torch's default CPU generator
-        out, mask = kernel.forward(x, p, seed)
+        done = kernel.forward(x, p, seed)
+        if done is None:  # the kernel could not run (no memory for its jobs): the mask from torch
+            mask = torch.empty(x.shape, dtype=torch.uint8).bernoulli_(1.0 - p)
+            out = _masked(x, mask, p)
+        else:
+            out, mask = done
         ctx.save_for_backward(mask)
         ctx.params = (p, kernel, x.dtype)
         return out
@@ -32,7 +37,14 @@ class _Dropout(torch.autograd.Function):
     def backward(ctx, grad):
         (mask,) = ctx.saved_tensors
         p, kernel, dtype = ctx.params
-        return kernel.backward(grad.to(dtype).contiguous(), mask, p), None, None
+        grad = grad.to(dtype).contiguous()
+        grad_x = kernel.backward(grad, mask, p)
+        return (_masked(grad, mask, p) if grad_x is None else grad_x), None, None
+
+
+def _masked(t: Tensor, mask: Tensor, p: float) -> Tensor:
+    """t · mask · 1/(1 − p) as torch's dropout computes it (the scale in t's dtype)."""
+    return t * mask.to(t.dtype) * (1.0 / (1.0 - p))
 
 
 class Dropout(nn.Dropout):

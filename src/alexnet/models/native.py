@@ -135,23 +135,25 @@ class NativeDropout:
         lib.dropout_forward.restype = lib.dropout_backward.restype = i32
         self._lib, self.path = lib, path
 
-    def forward(self, x: Tensor, p: float, seed: int) -> tuple[Tensor, Tensor]:
-        """(x with each value zeroed with probability p and the rest scaled by 1/(1 − p), the mask)."""
+    def forward(self, x: Tensor, p: float, seed: int) -> tuple[Tensor, Tensor] | None:
+        """(x with each value zeroed with probability p and the rest scaled by 1/(1 − p), the mask);
+        None if the kernel could not run."""
         out, mask = torch.empty_like(x), torch.empty(x.shape, dtype=torch.uint8)
         keep = min(round((1.0 - p) * 2**32), 2**32 - 1)  # a value is kept where its hash < keep
-        self._lib.dropout_forward(
+        failed = self._lib.dropout_forward(
             x.dtype == torch.bfloat16, x.data_ptr(), out.data_ptr(), mask.data_ptr(), x.numel(), seed,
             keep, _scale(p, x.dtype), torch.get_num_threads(),
         )  # fmt: skip
-        return out, mask
+        return None if failed else (out, mask)
 
-    def backward(self, grad: Tensor, mask: Tensor, p: float) -> Tensor:
+    def backward(self, grad: Tensor, mask: Tensor, p: float) -> Tensor | None:
+        """grad · mask / (1 − p); None if the kernel could not run."""
         grad_x = torch.empty_like(grad)
-        self._lib.dropout_backward(
+        failed = self._lib.dropout_backward(
             grad.dtype == torch.bfloat16, grad.data_ptr(), mask.data_ptr(), grad_x.data_ptr(), grad.numel(),
             _scale(p, grad.dtype), torch.get_num_threads(),
         )  # fmt: skip
-        return grad_x
+        return None if failed else grad_x
 
 
 def _scale(p: float, dtype: torch.dtype) -> float:
