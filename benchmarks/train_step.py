@@ -33,6 +33,7 @@ import time
 
 import torch
 from lrn import with_torch_lrn  # benchmarks/lrn.py: torch's LRN per tower
+from torch import nn
 from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop, conv_flop_count
@@ -342,19 +343,28 @@ def breakdown(step, x, y, steps: int = 3) -> dict[str, float]:
     return seconds
 
 
+def without_dropout(model: nn.Module, drop: bool) -> nn.Module:
+    """``model`` with every dropout's rate set to 0 when ``drop``: the parity check's model."""
+    for module in model.modules() if drop else ():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model
+
+
 def variants(name, size, device, compile_model, precision, cuda_graphs=False, unfused=False):
 
     cfg = preset(name).optim
 
-    def naive():
+    def naive(dropout=True):
         torch.manual_seed(0)
-        m = preset_model(name, size)
+        m = without_dropout(preset_model(name, size), not dropout)
         m = with_torch_lrn(m) if name in ("paper", "cifar10") else m
         return make_step(m.to(device), device, "fp32", channels_last=False, optimizer=torch_default(m, cfg))
 
-    def ours(fused=True, copies=True):
+    def ours(fused=True, copies=True, dropout=True):
         torch.manual_seed(0)
-        m = preset_model(name, size).to(device).to(memory_format=torch.channels_last)
+        m = without_dropout(preset_model(name, size), not dropout)
+        m = m.to(device).to(memory_format=torch.channels_last)
         # the preset's optimizer (paper: §5's rule, biases undecayed; cifar10: Nesterov), fused
         opt = make_optimizer(m, cfg) if fused else torch_default(m, cfg)
         if copies and weight_copies(opt):  # as `alexnet train`: bf16 copies kept by §5's update
@@ -373,11 +383,11 @@ def variants(name, size, device, compile_model, precision, cuda_graphs=False, un
     how = ", CUDA graphs" if cuda_graphs else ", compiled" if compile_model else ""
     out = {"naive (fp32, NCHW, torch LRN, eager)": naive}
     if unfused:  # what the fused optimizer kernel is worth, in the same process
-        out[f"ours with torch's default optimizer ({precision}{how})"] = lambda: ours(fused=False)
+        out[f"ours with torch's default optimizer ({precision}{how})"] = lambda **kw: ours(fused=False, **kw)
     if weight_copies(
         make_optimizer(preset_model(name, size), cfg)
     ):  # what the copies are worth, in the same process
-        out[f"{WITHOUT_COPIES} (autocast's casts, fused {cfg.name})"] = lambda: ours(copies=False)
+        out[f"{WITHOUT_COPIES} (autocast's casts, fused {cfg.name})"] = lambda **kw: ours(copies=False, **kw)
         how += ", bf16 weight copies"
     out[f"ours ({precision}, channels_last, our LRN, fused {cfg.name}{how})"] = ours
     return out
@@ -500,14 +510,16 @@ def main() -> None:
             for label, make in variants(name, size, device, *options).items():
                 best, median = timed(make(), x, y, args.steps, device)
                 rates[label] = best
-                parity = make()  # the same initial weights: both paths must follow the same loss curve
+                # The same initial weights and no dropout (our kernel's masks are not torch's, by design):
+                # both paths must follow the same loss curve.
+                parity = make(dropout=False)
                 losses[label] = [float(parity(x, y).detach()) for _ in range(PARITY_STEPS)][-1]
                 print(f"  {name:<8} b{batch:<4} {label:<52} {best:8.1f} img/s (median {median:.1f})")
             naive, ours = rates[next(iter(rates))], rates[list(rates)[-1]]
             ratio[f"{name} b{batch}"] = ours / naive
             first, second = losses[next(iter(losses))], losses[list(losses)[-1]]
-            print(f"  {name:<8} b{batch:<4} loss after {PARITY_STEPS} steps on one batch: naive {first:.4f}, "
-                  f"ours {second:.4f}; speedup {ours / naive:.2f}×")  # fmt: skip
+            print(f"  {name:<8} b{batch:<4} loss after {PARITY_STEPS} steps on one batch, dropout off: "
+                  f"naive {first:.4f}, ours {second:.4f}; speedup {ours / naive:.2f}×")  # fmt: skip
             row = {"model": name, "batch": batch, "ours": ours, "flops": flops}
             if peak:
                 row["ceiling"] = peak / flops
