@@ -14,7 +14,9 @@ time), and the goal is read off it.
                              [--layers]
 
 ``--layers`` also times each LRN layer alone (forward + backward on the activation it sees, at the
-preset's batch) against a ReLU on the same tensor: how far LRN is from costing what a ReLU costs.
+preset's batch) against a ReLU on the same tensor: how far LRN is from costing what a ReLU costs;
+and the ReLU before it with it, as two calls and in LRN's passes (``after_relu``, as the nets run
+the pair).
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ def layer_times(model: nn.Module, x: torch.Tensor, precision: str, rounds: int) 
             "ours": lrn,
             "ours, GEMMs": GemmFormLRN(lrn),
             "torch LRN": torch_lrn,
+            # the ReLU before it (§3.3): two calls, or in the kernel's passes as the net runs it
+            "ReLU, then ours": lambda t, lrn=lrn: lrn(torch.relu(t)),
+            "ReLU in ours": lrn.after_relu,
         }
         best = dict.fromkeys(forms, float("inf"))
         for _ in range(rounds + 1):  # the first round warms up (and builds the kernel)
@@ -116,7 +121,9 @@ def layer_times(model: nn.Module, x: torch.Tensor, precision: str, rounds: int) 
             f"  LRN on {shape} {str(a.dtype).removeprefix('torch.')}, forward + backward, min of {rounds}: "
             + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in best.items())
             + f"; ours = {best['ours'] / best['ReLU']:.2f} ReLUs (as GEMMs "
-            f"{best['ours, GEMMs'] / best['ReLU']:.2f}, torch's {best['torch LRN'] / best['ReLU']:.2f})"
+            f"{best['ours, GEMMs'] / best['ReLU']:.2f}, torch's {best['torch LRN'] / best['ReLU']:.2f}); "
+            f"with the ReLU before it {best['ReLU in ours'] / best['ReLU']:.2f} ReLUs in its passes, "
+            f"{best['ReLU, then ours'] / best['ReLU']:.2f} as two calls"
         )
     return lines
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..errors import AlexNetError
 from .dropout import Dropout
+from .features import Features
 from .lrn import LocalResponseNorm
 from .pool import MaxPool2d
 
@@ -312,7 +313,7 @@ class AlexNet(nn.Module):
             layers.extend(
                 with_lrn(make_activation(activation), pools, norm if conv.lrn else None, lrn_position)
             )
-        self.features = nn.Sequential(*layers)
+        self.features = Features(*layers)  # ReLU → LRN in one call (features.py)
 
         self.adaptive_pool = spec.adaptive_pool
         self.avgpool = nn.AdaptiveAvgPool2d(spec.adaptive_pool) if spec.adaptive_pool else nn.Identity()

@@ -79,35 +79,42 @@ def _terms(x: Tensor, band: Tensor, size: int, alpha: float, beta: float, k: flo
 class _LRN(torch.autograd.Function):
     # Memory-bound apart from the GEMM: every full pass over a conv1-sized batch costs milliseconds
     # on the CPU, so the passes are few and the window sums are GEMMs.
+    # With ``relu``, x is the input of a ReLU before LRN (§3.3's order): the kernel applies both in
+    # its passes; elsewhere a = ReLU(x) is taken first and the gradient masked as ReLU's backward.
     @staticmethod
-    def forward(ctx, x, band, size: int, alpha: float, beta: float, k: float):
-        ctx.params = (band, size, alpha, beta, k)
+    def forward(ctx, x, band, size: int, alpha: float, beta: float, k: float, relu: bool):
+        ctx.params = (band, size, alpha, beta, k, relu)
         kernel = native.lrn() if native.lrn_applies(x) else None
-        out = kernel.forward(x, x.shape[1] // band.shape[0], size, alpha, beta, k) if kernel else None
+        out = kernel.forward(x, x.shape[1] // band.shape[0], size, alpha, beta, k, relu) if kernel else None
         ctx.native = kernel if out is not None else None
         if out is not None:  # one pass (native.py); the backward recomputes s from x
             ctx.save_for_backward(x)
             return out
-        out, inv, xr = _terms(x, band, size, alpha, beta, k)  # where the kernel cannot run
-        ctx.save_for_backward(x, inv, xr)
+        a = torch.relu(x) if relu else x
+        out, inv, xr = _terms(a, band, size, alpha, beta, k)  # where the kernel cannot run
+        ctx.save_for_backward(a, inv, xr)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        band, size, alpha, beta, k = ctx.params
-        x = ctx.saved_tensors[0]
-        grad = grad.contiguous(memory_format=_layout(x))
+        band, size, alpha, beta, k, relu = ctx.params
+        a = ctx.saved_tensors[0]  # the kernel's: its input x; the GEMM form's: LRN's input a
+        grad = grad.contiguous(memory_format=_layout(a))
+        none = (None,) * 6
         if ctx.native:
-            groups = x.shape[1] // band.shape[0]
-            grad_x = ctx.native.backward(grad.to(x.dtype), x, groups, size, alpha, beta, k)
+            groups = a.shape[1] // band.shape[0]
+            grad_x = ctx.native.backward(grad.to(a.dtype), a, groups, size, alpha, beta, k, relu)
             if grad_x is not None:
-                return grad_x, None, None, None, None, None
-            _, inv, xr = _terms(x, band, size, alpha, beta, k)  # the kernel could not run this time
+                return grad_x, *none
+            a = torch.relu(a) if relu else a  # the kernel could not run this time
+            _, inv, xr = _terms(a, band, size, alpha, beta, k)
         else:
             _, inv, xr = ctx.saved_tensors
         grad_x = _mix(torch.mul(grad, xr), band.t(), -2.0 * alpha * beta / size)  # Σ_{i: j ∈ W(i)} …
-        grad_x.mul_(x).addcmul_(grad, inv)  # ∂L/∂a_j = g_j s_j^(−β) − 2αβ/n · a_j Σ g_i a_i s_i^(−β−1)
-        return grad_x, None, None, None, None, None
+        grad_x.mul_(a).addcmul_(grad, inv)  # ∂L/∂a_j = g_j s_j^(−β) − 2αβ/n · a_j Σ g_i a_i s_i^(−β−1)
+        if relu:  # ReLU's backward (torch's threshold_backward): 0 where its output is ≤ 0, NaN passing
+            grad_x.masked_fill_(a <= 0, 0.0)
+        return grad_x, *none
 
 
 def _layout(x: Tensor) -> torch.memory_format:
@@ -124,11 +131,13 @@ def local_response_norm(
     k: float = 1.0,
     groups: int = 1,
     band: Tensor | None = None,
+    relu: bool = False,
 ) -> Tensor:
     """Functional LRN over dim 1 of an [N, C, ...] tensor; ``groups`` keeps windows inside each group.
 
     ``band``: the band matrix of a group's channels (the module keeps it as a buffer, built once);
-    without it, it is built for this call.
+    without it, it is built for this call. ``relu``: LRN of ReLU(x), the two in one pass where the
+    kernel runs (the same numbers as ``torch.relu`` then LRN).
     """
     if x.dim() < 3:
         raise AlexNetError(
@@ -145,7 +154,7 @@ def local_response_norm(
     # Autocast would run the window-sum GEMM in its own dtype again (fp16: a² back to fp16, inf, and
     # inf × 0 = NaN in the band product); the dtype here is the one chosen above.
     with _without_autocast(x.device):
-        out = _LRN.apply(work, band.to(device=x.device, dtype=work.dtype), size, alpha, beta, k)
+        out = _LRN.apply(work, band.to(device=x.device, dtype=work.dtype), size, alpha, beta, k, relu)
     return out.to(x.dtype)
 
 
@@ -194,6 +203,14 @@ class LocalResponseNorm(nn.Module):
                 [F.local_response_norm(c, self.size, self.alpha, self.beta, self.k) for c in chunks], 1
             )
         return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups, self.band)
+
+    def after_relu(self, x: Tensor) -> Tensor:
+        """This LRN of ``torch.relu(x)``: the ReLU before it (§3.3) in the same kernel passes.
+
+        Called by :class:`~alexnet.models.features.Features` in place of the ReLU module and this
+        one (no hooks of either run; it only fuses where neither has any).
+        """
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups, self.band, True)
 
     def extra_repr(self) -> str:
         groups = f", groups={self.groups}" if self.groups != 1 else ""

@@ -18,8 +18,14 @@
  *   ∂L/∂a_j = g_j · s_j^(−β) + coef · a_j · Σ_{i: j ∈ W(i)} g_i · b_i / s_i,   coef = −2αβ/n
  * All arithmetic is fp32; bf16 values are widened on load and rounded to nearest even on store
  * (c10::BFloat16's rounding, NaN kept as NaN).
+ *
+ * With `relu`, the input is the ReLU's input: a = max(x, 0) is taken on load and ∂L/∂x is 0 where
+ * the ReLU's output is ≤ 0 (torch's threshold_backward), NaN passing as NaN both ways. That is the
+ * paper's ReLU → LRN (§3.3) in the same passes, saving the ReLU's own (1 read + 1 write forward,
+ * 2 reads + 1 write backward over the same activation).
  */
 #include <math.h>
+#include <string.h>
 
 #include "native_common.h"
 
@@ -27,7 +33,7 @@ typedef struct {
     span_t rows; /* pixels */
     const void *x, *g;
     void *out;
-    int bf;
+    int bf, relu;
     int64_t channels, groups, size;
     float alpha_n, beta, k, coef;
 } job_t;
@@ -43,6 +49,22 @@ INLINE void st(int bf, void *p, int64_t i, float v) {
         ((bf16 *)p)[i] = bf16_store(v);
     else
         ((float *)p)[i] = v;
+}
+
+/* Whether ReLU passes x on: x > 0 or NaN (torch's relu keeps NaN, and its backward passes NaN's
+ * gradient). Decided on the bits, because the fast-math flags this file is built with (native.py)
+ * let the compiler assume no NaN in float comparisons. */
+INLINE int passes(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    const uint32_t magnitude = u & 0x7fffffffu;
+    return magnitude > 0x7f800000u || (!(u >> 31) && magnitude != 0);
+}
+
+/* The value LRN sees: x, or ReLU's max(x, 0) in the fused form. */
+INLINE float input(int bf, int relu, const void *p, int64_t i) {
+    const float x = ld(bf, p, i);
+    return relu && !passes(x) ? 0.0f : x;
 }
 
 /* Window sums over the channels of a block of n values (whole pixels, channels innermost):
@@ -120,12 +142,12 @@ INLINE float inv_pow(float s, float beta, float *rinv) {
 }
 
 /* One block of n values: x → out. */
-INLINE void forward_block(int bf, const void *restrict x, void *restrict out, const scratch_t *t, int64_t n,
+INLINE void forward_block(int bf, int relu, const void *restrict x, void *restrict out, const scratch_t *t, int64_t n,
                           const job_t *j) {
     float *restrict a = t->s0, *restrict mid = t->prod + t->half, *restrict acc = t->acc, rinv;
     const float alpha_n = j->alpha_n, beta = j->beta, k = j->k;
     for (int64_t i = 0; i < n; ++i) {
-        a[i] = ld(bf, x, i);
+        a[i] = input(bf, relu, x, i);
         mid[i] = a[i] * a[i];
     }
     window_sums(mid, acc, t->masks, n, t->rows * j->channels, t->half, -(j->size / 2), (j->size - 1) / 2);
@@ -138,13 +160,13 @@ INLINE void forward_block(int bf, const void *restrict x, void *restrict out, co
 /* One block: (g, x) → ∂L/∂x. s is recomputed from x (the forward saves nothing but its input): two
  * reads and one write here instead of four and one, and one write forward instead of three, for
  * arithmetic that costs less than the memory passes it saves (benchmarks/RESULTS.md). */
-INLINE void backward_block(int bf, const void *restrict g, const void *restrict x, void *restrict out,
+INLINE void backward_block(int bf, int relu, const void *restrict g, const void *restrict x, void *restrict out,
                            const scratch_t *t, int64_t n, const job_t *j) {
     float *restrict a = t->s0, *restrict gr = t->s1, *restrict p = t->s2, *restrict mid = t->prod + t->half;
     float *restrict acc = t->acc;
     const float alpha_n = j->alpha_n, beta = j->beta, k = j->k, coef = j->coef;
     for (int64_t i = 0; i < n; ++i) {
-        a[i] = ld(bf, x, i);
+        a[i] = input(bf, relu, x, i);
         mid[i] = a[i] * a[i];
     }
     window_sums(mid, acc, t->masks, n, t->rows * j->channels, t->half, -(j->size / 2), (j->size - 1) / 2);
@@ -165,7 +187,10 @@ INLINE void backward_block(int bf, const void *restrict g, const void *restrict 
         }
     /* Σ over the i whose window holds c: i ∈ [c − ⌊(n−1)/2⌋, c + ⌊n/2⌋], the window mirrored */
     window_sums(mid, acc, t->masks, n, t->rows * j->channels, t->half, -((j->size - 1) / 2), j->size / 2);
-    for (int64_t i = 0; i < n; ++i) st(bf, out, i, gr[i] * p[i] + coef * a[i] * acc[i]);
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = gr[i] * p[i] + coef * a[i] * acc[i];
+        st(bf, out, i, relu && !passes(a[i]) ? 0.0f : v); /* ReLU's backward: 0 where its output a ≤ 0 */
+    }
 }
 
 static void *forward_rows(void *arg) {
@@ -176,10 +201,12 @@ static void *forward_rows(void *arg) {
     for (int64_t r = j->rows.start; r < j->rows.end; r += t.rows) {
         const int64_t n = (r + t.rows <= j->rows.end ? t.rows : j->rows.end - r) * j->channels;
         const size_t at = (size_t)(r * j->channels) * e;
+        const char *x = (const char *)j->x + at;
+        char *out = (char *)j->out + at;
         if (j->bf)
-            forward_block(1, (const char *)j->x + at, (char *)j->out + at, &t, n, j);
+            j->relu ? forward_block(1, 1, x, out, &t, n, j) : forward_block(1, 0, x, out, &t, n, j);
         else
-            forward_block(0, (const char *)j->x + at, (char *)j->out + at, &t, n, j);
+            j->relu ? forward_block(0, 1, x, out, &t, n, j) : forward_block(0, 0, x, out, &t, n, j);
     }
     free(t.buf);
     return NULL;
@@ -194,23 +221,24 @@ static void *backward_rows(void *arg) {
         const int64_t n = (r + t.rows <= j->rows.end ? t.rows : j->rows.end - r) * j->channels;
         const size_t at = (size_t)(r * j->channels) * e;
         const char *g = (const char *)j->g + at, *x = (const char *)j->x + at;
+        char *out = (char *)j->out + at;
         if (j->bf)
-            backward_block(1, g, x, (char *)j->out + at, &t, n, j);
+            j->relu ? backward_block(1, 1, g, x, out, &t, n, j) : backward_block(1, 0, g, x, out, &t, n, j);
         else
-            backward_block(0, g, x, (char *)j->out + at, &t, n, j);
+            j->relu ? backward_block(0, 1, g, x, out, &t, n, j) : backward_block(0, 0, g, x, out, &t, n, j);
     }
     free(t.buf);
     return NULL;
 }
 
-int lrn_forward(int bf, const void *x, void *out, int64_t rows, int64_t channels, int64_t groups,
+int lrn_forward(int bf, int relu, const void *x, void *out, int64_t rows, int64_t channels, int64_t groups,
                 int64_t size, float alpha_n, float beta, float k, int threads) {
-    job_t j = {{0, 0}, x, NULL, out, bf, channels, groups, size, alpha_n, beta, k, 0.0f};
+    job_t j = {{0, 0}, x, NULL, out, bf, relu, channels, groups, size, alpha_n, beta, k, 0.0f};
     return run_split(forward_rows, &j, sizeof j, rows, threads, 64);
 }
 
-int lrn_backward(int bf, const void *g, const void *x, void *grad_x, int64_t rows, int64_t channels,
+int lrn_backward(int bf, int relu, const void *g, const void *x, void *grad_x, int64_t rows, int64_t channels,
                  int64_t groups, int64_t size, float alpha_n, float beta, float k, float coef, int threads) {
-    job_t j = {{0, 0}, x, g, grad_x, bf, channels, groups, size, alpha_n, beta, k, coef};
+    job_t j = {{0, 0}, x, g, grad_x, bf, relu, channels, groups, size, alpha_n, beta, k, coef};
     return run_split(backward_rows, &j, sizeof j, rows, threads, 64);
 }

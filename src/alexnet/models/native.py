@@ -56,31 +56,41 @@ class NativeLRN:
     def __init__(self, path: Path) -> None:
         lib = ctypes.CDLL(str(path))
         i64, f32, ptr, i32 = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_int
-        lib.lrn_forward.argtypes = [i32, ptr, ptr, i64, i64, i64, i64, f32, f32, f32, i32]
-        lib.lrn_backward.argtypes = [i32, ptr, ptr, ptr, i64, i64, i64, i64, f32, f32, f32, f32, i32]
+        lib.lrn_forward.argtypes = [i32, i32, ptr, ptr, i64, i64, i64, i64, f32, f32, f32, i32]
+        lib.lrn_backward.argtypes = [i32, i32, ptr, ptr, ptr, i64, i64, i64, i64, f32, f32, f32, f32, i32]
         lib.lrn_forward.restype = lib.lrn_backward.restype = i32
         self._lib, self.path = lib, path
 
     def forward(
-        self, x: Tensor, groups: int, size: int, alpha: float, beta: float, k: float
+        self, x: Tensor, groups: int, size: int, alpha: float, beta: float, k: float, relu: bool = False
     ) -> Tensor | None:
-        """LRN of x (lrn_kernel.c), in x's dtype and layout; None if the kernel could not run."""
+        """LRN of x, or of ReLU(x) with ``relu`` (lrn_kernel.c), in x's dtype and layout; None if the
+        kernel could not run."""
         out = torch.empty_like(x)
         rows, channels = x.numel() // x.shape[1], x.shape[1]
         failed = self._lib.lrn_forward(
-            x.dtype == torch.bfloat16, x.data_ptr(), out.data_ptr(),
+            x.dtype == torch.bfloat16, relu, x.data_ptr(), out.data_ptr(),
             rows, channels, groups, size, alpha / size, beta, k, torch.get_num_threads(),
         )  # fmt: skip
         return None if failed else out
 
     def backward(
-        self, grad: Tensor, x: Tensor, groups: int, size: int, alpha: float, beta: float, k: float
+        self,
+        grad: Tensor,
+        x: Tensor,
+        groups: int,
+        size: int,
+        alpha: float,
+        beta: float,
+        k: float,
+        relu: bool = False,
     ) -> Tensor | None:
-        """∂L/∂x of lrn_kernel.c from the forward's input (grad in x's layout); None if it could not run."""
+        """∂L/∂x of lrn_kernel.c from the forward's input (grad in x's layout), through the ReLU with
+        ``relu``; None if it could not run."""
         grad_x = torch.empty_like(x)
         rows, channels = x.numel() // x.shape[1], x.shape[1]
         failed = self._lib.lrn_backward(
-            x.dtype == torch.bfloat16, grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(),
+            x.dtype == torch.bfloat16, relu, grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(),
             rows, channels, groups, size, alpha / size, beta, k, -2.0 * alpha * beta / size,
             torch.get_num_threads(),
         )  # fmt: skip

@@ -24,6 +24,7 @@ from .alexnet import (
     with_lrn,
 )
 from .dropout import Dropout
+from .features import Features
 from .lrn import LocalResponseNorm
 from .pool import MaxPool2d
 
@@ -77,7 +78,7 @@ class Figure1Net(nn.Module):
                 with_lrn(make_activation(activation), pools, norm if lrn and i < 2 else None, lrn_position)
             )
             channels = int(width)
-        self.features = nn.Sequential(*layers)
+        self.features = Features(*layers)  # ReLU → LRN in one call (features.py)
         side = self._feature_side(input_size)
         self.feature_shape = (channels, side, side)
         self._layer_paths["fc"] = "classifier.1"

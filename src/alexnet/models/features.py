@@ -1,0 +1,71 @@
+"""The conv stack's ``nn.Sequential``, running each ReLU → LRN pair (§3.3) as one LRN call.
+
+The paper puts LRN right after conv1's and conv2's ReLU. Run as two modules, the ReLU costs its own
+passes over those maps (the largest activations of the net): 1 read + 1 write forward, 2 reads + 1
+write backward. :meth:`LocalResponseNorm.after_relu` takes the ReLU's input instead and applies both
+in LRN's own passes, with the same numbers. The modules stay where they are (the same
+``features.N`` names, state_dict keys and printout as a plain ``nn.Sequential``); only the call
+skips the ReLU module.
+
+The pair runs as two calls whenever someone could tell the difference: a hook on either module or
+a global module hook (feature extraction, summaries, profilers that watch modules), TorchScript
+and ONNX tracing (which see the modules), and torch.compile (which fuses the ReLU itself).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules import module as torch_module
+
+from .lrn import LocalResponseNorm
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+    )
+
+
+def _globally_hooked() -> bool:
+    """Whether a hook registered for every module (``register_module_forward_hook`` & co.) is live."""
+    return bool(
+        torch_module._global_forward_hooks
+        or torch_module._global_forward_pre_hooks
+        or torch_module._global_backward_hooks
+        or torch_module._global_backward_pre_hooks
+    )
+
+
+def _traced() -> bool:
+    """Whether a tracer runs this forward: TorchScript, or dynamo (torch.compile, torch.export)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+class Features(nn.Sequential):
+    """``nn.Sequential`` that calls ``lrn.after_relu(x)`` for a ReLU followed by our LRN."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        modules = list(self)
+        if _traced() or _globally_hooked():
+            for module in modules:
+                x = module(x)
+            return x
+        i = 0
+        while i < len(modules):
+            module, after = modules[i], modules[i + 1] if i + 1 < len(modules) else None
+            if (
+                type(module) is nn.ReLU
+                and isinstance(after, LocalResponseNorm)
+                and not _hooked(module)
+                and not _hooked(after)
+            ):
+                x = after.after_relu(x)
+                i += 2
+            else:
+                x = module(x)
+                i += 1
+        return x
