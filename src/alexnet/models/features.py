@@ -20,24 +20,17 @@ from torch.nn.modules import module as torch_module
 
 from .lrn import LocalResponseNorm
 
+# The hooks a module can carry; torch.nn.modules.module keeps the global ones as "_global" + name.
+HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
 
 def _hooked(module: nn.Module) -> bool:
-    return bool(
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or module._backward_hooks
-        or module._backward_pre_hooks
-    )
+    return any(getattr(module, hooks) for hooks in HOOKS)
 
 
 def _globally_hooked() -> bool:
     """Whether a hook registered for every module (``register_module_forward_hook`` & co.) is live."""
-    return bool(
-        torch_module._global_forward_hooks
-        or torch_module._global_forward_pre_hooks
-        or torch_module._global_backward_hooks
-        or torch_module._global_backward_pre_hooks
-    )
+    return any(getattr(torch_module, "_global" + hooks) for hooks in HOOKS)
 
 
 def _traced() -> bool:
