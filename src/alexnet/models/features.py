@@ -35,7 +35,8 @@ def _globally_hooked() -> bool:
 
 def _traced() -> bool:
     """Whether a tracer runs this forward: TorchScript, or dynamo (torch.compile, torch.export)."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch ≥ 2.5 (2.4: dynamo)
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting()
 
 
 class Features(nn.Sequential):
