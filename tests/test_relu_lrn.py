@@ -122,3 +122,19 @@ def test_the_features_keep_sequentials_names_and_slicing():
     assert type(head) is Features and len(head) == 3
     x = torch.randn(1, 3, 227, 227)
     torch.testing.assert_close(head(x), plain[:3](x), rtol=0, atol=0)
+
+
+def test_fx_feature_extraction_sees_the_relu_as_its_own_node():
+    # torchvision's create_feature_extractor traces `features` with our layers as leaves: under FX
+    # the pair runs as two modules, so the ReLU's output (features.1) is a node of its own
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from alexnet.models.pool import MaxPool2d
+
+    model = build_model("paper").eval()
+    leaves = {"leaf_modules": [LocalResponseNorm, MaxPool2d]}
+    extract = create_feature_extractor(model.features, ["1", "2"], tracer_kwargs=leaves)
+    x = torch.randn(1, 3, 227, 227)
+    out = extract(x)
+    conv1 = model.features[0](x)
+    assert torch.equal(out["1"], torch.relu(conv1)) and torch.equal(out["2"], model.features[:3](x))

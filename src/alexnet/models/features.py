@@ -8,17 +8,21 @@ in LRN's own passes, with the same numbers. The modules stay where they are (the
 skips the ReLU module.
 
 The pair runs as two calls whenever someone could tell the difference: a hook on either module or
-a global module hook (feature extraction, summaries, profilers that watch modules), TorchScript
-and ONNX tracing (which see the modules), and torch.compile (which fuses the ReLU itself).
+a global module hook (feature extraction, summaries, profilers that watch modules), TorchScript,
+ONNX and FX tracing (which see the modules), and torch.compile (which fuses the ReLU itself).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.fx import _symbolic_trace as fx_trace  # its tracing flag: torch.fx exports no reader
 from torch.nn.modules import module as torch_module
 
 from .lrn import LocalResponseNorm
+
+# torch.fx's symbolic tracing under way (newer torch's reader; older torch's logs a warning once)
+_fx_tracing = getattr(fx_trace, "is_fx_symbolic_tracing", fx_trace.is_fx_tracing)
 
 # The hooks a module can carry; torch.nn.modules.module keeps the global ones as "_global" + name.
 HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -34,9 +38,10 @@ def _globally_hooked() -> bool:
 
 
 def _traced() -> bool:
-    """Whether a tracer runs this forward: TorchScript, or dynamo (torch.compile, torch.export)."""
+    """Whether a tracer runs this forward: TorchScript, dynamo (torch.compile, torch.export) or FX
+    (torchvision's create_feature_extractor, which must see each module as a node)."""
     exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch ≥ 2.5 (2.4: dynamo)
-    return torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting()
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting() or _fx_tracing()
 
 
 class Features(nn.Sequential):
