@@ -178,13 +178,15 @@ def test_the_optimizer_benchmark_times_the_paper_rule_and_the_bf16_weight_copy()
 
 def test_the_parity_check_compares_naive_and_ours_with_dropout_off(train_step):
     # our dropout kernel draws other masks than torch's, so the benchmark's "loss after 3 steps"
-    # compares the two steps with every dropout at rate 0: then only rounding separates them (fp32)
+    # compares the two steps with every dropout at rate 0, at lr 0.001: then only rounding separates
+    # them (fp32)
     made = train_step.variants("cifar10", 28, torch.device("cpu"), False, "fp32")
     naive, ours = made[next(iter(made))](dropout=False), list(made.values())[-1](dropout=False)
     torch.manual_seed(1)
     x, y = torch.randn(8, 3, 28, 28), torch.randint(0, 10, (8,))
     losses = [[float(step(x, y)) for _ in range(3)] for step in (naive, ours)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
-    assert len(set(losses[0])) == 3  # each step moved the weights (the preset's lr 0.04, no warm-up)
+    assert losses[0][2] < losses[0][1] < losses[0][0]  # at lr 0.001 (the preset's 0.04 comes after
+    # its warm-up) the steps really learn this batch
     with_dropout = [float(made[next(iter(made))]()(x, y)) for _ in range(2)]
     assert with_dropout[0] == with_dropout[1] != losses[0][0]  # the timed models keep their dropout
