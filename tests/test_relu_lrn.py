@@ -138,3 +138,24 @@ def test_fx_feature_extraction_sees_the_relu_as_its_own_node():
     out = extract(x)
     conv1 = model.features[0](x)
     assert torch.equal(out["1"], torch.relu(conv1)) and torch.equal(out["2"], model.features[:3](x))
+
+
+def test_the_two_tower_net_takes_the_fused_pair_in_each_tower(monkeypatch):
+    # both towers' conv1 and conv2 (§3.2) run ReLU → LRN as one call, and the logits stay the grouped
+    # net's; a hook on the towers' shared ReLU puts them back to two calls with the same logits
+    from alexnet.models.two_tower import TwoTowerAlexNet
+
+    torch.manual_seed(0)
+    grouped = build_model("paper", dropout=0.0).eval()
+    towers = TwoTowerAlexNet.from_grouped(grouped).eval()
+    calls = count_calls(monkeypatch, LocalResponseNorm, ("after_relu",))
+    x = torch.randn(2, 3, 227, 227)
+    with torch.no_grad():
+        fused = towers(x)
+        assert calls["after_relu"] == 4
+        towers.tower_a.relu.register_forward_hook(lambda *_: None)
+        towers.tower_b.relu.register_forward_hook(lambda *_: None)
+        two = towers(x)
+        assert calls["after_relu"] == 4
+        torch.testing.assert_close(fused, grouped(x), rtol=1e-5, atol=1e-5)
+    assert torch.equal(fused, two)

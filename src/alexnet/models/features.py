@@ -44,24 +44,30 @@ def _traced() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting() or _fx_tracing()
 
 
+def fusable(relu: nn.Module, lrn: nn.Module | None) -> bool:
+    """Whether ``lrn(relu(x))`` may run as ``lrn.after_relu(x)``: a plain ReLU, our LRN, and nobody
+    watching (no hook on either, no global hook, no tracer)."""
+    return (
+        type(relu) is nn.ReLU
+        and isinstance(lrn, LocalResponseNorm)
+        and not (_hooked(relu) or _hooked(lrn) or _globally_hooked() or _traced())
+    )
+
+
+def relu_lrn(relu: nn.Module, lrn: nn.Module, x: Tensor) -> Tensor:
+    """``lrn(relu(x))``, in one LRN call where :func:`fusable` (the two-tower net's layers)."""
+    return lrn.after_relu(x) if fusable(relu, lrn) else lrn(relu(x))
+
+
 class Features(nn.Sequential):
     """``nn.Sequential`` that calls ``lrn.after_relu(x)`` for a ReLU followed by our LRN."""
 
     def forward(self, x: Tensor) -> Tensor:
         modules = list(self)
-        if _traced() or _globally_hooked():
-            for module in modules:
-                x = module(x)
-            return x
         i = 0
         while i < len(modules):
             module, after = modules[i], modules[i + 1] if i + 1 < len(modules) else None
-            if (
-                type(module) is nn.ReLU
-                and isinstance(after, LocalResponseNorm)
-                and not _hooked(module)
-                and not _hooked(after)
-            ):
+            if fusable(module, after):
                 x = after.after_relu(x)
                 i += 2
             else:

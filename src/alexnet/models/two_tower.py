@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ..errors import AlexNetError
 from .alexnet import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, AlexNet
 from .dropout import Dropout
+from .features import relu_lrn
 from .lrn import LocalResponseNorm
 from .pool import MaxPool2d
 
@@ -44,8 +45,8 @@ class _Tower(nn.Module):
         self.dropout = Dropout(dropout)
 
     def lower(self, x: Tensor) -> Tensor:
-        x = self.pool(self.lrn1(self.relu(self.conv1(x))))
-        return self.pool(self.lrn2(self.relu(self.conv2(x))))
+        x = self.pool(relu_lrn(self.relu, self.lrn1, self.conv1(x)))  # features.py: one LRN call
+        return self.pool(relu_lrn(self.relu, self.lrn2, self.conv2(x)))
 
     def upper(self, both: Tensor) -> Tensor:
         x = self.relu(self.conv3(both))
