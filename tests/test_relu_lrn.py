@@ -159,3 +159,12 @@ def test_the_two_tower_net_takes_the_fused_pair_in_each_tower(monkeypatch):
         assert calls["after_relu"] == 4
         torch.testing.assert_close(fused, grouped(x), rtol=1e-5, atol=1e-5)
     assert torch.equal(fused, two)
+
+
+def test_the_fused_form_passes_gradcheck_in_float64():
+    # float64 takes the GEMM form: LRN of ReLU(x) against finite differences, with values kept away
+    # from ReLU's kink at 0 (where the derivative is undefined), and groups keeping their windows
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64)
+    x = (x + x.sign() * 0.1).requires_grad_()
+    lrn = LocalResponseNorm(3, alpha=0.1, beta=0.75, k=2.0, groups=2)
+    assert torch.autograd.gradcheck(lrn.after_relu, (x,))
