@@ -10,7 +10,7 @@ scale; rounds alternate so that machine drift hits all alike, and the minimum of
 models in one run, more than these layers' share; train_step.py measures the step against its
 kernel bound.
 
-    python benchmarks/layers.py [--model paper|cifar10] [--precision fp32|bf16] [--rounds 10]
+    python benchmarks/layers.py [--model paper|cifar10|cifar10-long] [--precision fp32|bf16] [--rounds 10]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def layer_lines(model: nn.Module, x: torch.Tensor, precision: str, rounds: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", choices=("paper", "cifar10"), default="paper")
+    parser.add_argument("--model", choices=("paper", "cifar10", "cifar10-long"), default="paper")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
     parser.add_argument("--batch", type=int, default=None, help="default: the preset's")
     parser.add_argument("--rounds", type=int, default=10)
@@ -83,8 +83,9 @@ def main() -> None:
     size = 227 if args.model == "paper" else 28
     batch = args.batch or preset(args.model).train.batch_size
     x = (torch.randn(batch, 3, size, size) * 50).contiguous(memory_format=torch.channels_last)
-    switches = {**preset(args.model).model.switches(), "input_size": size}
-    model = build_model(args.model, **switches).to(memory_format=torch.channels_last)
+    net = preset(args.model).model  # cifar10-long: the cifar10 net, wider
+    model = build_model(net.name, **{**net.switches(), "input_size": size})
+    model = model.to(memory_format=torch.channels_last)
     print(
         f"{args.model} model as its preset builds it, CPU {args.precision}, batch {batch}, "
         f"{torch.get_num_threads()} threads, {args.rounds} rounds; ours: {native.status('maxpool')}, "
