@@ -193,3 +193,18 @@ def test_the_parity_check_compares_naive_and_ours_with_dropout_off(train_step):
     # its warm-up) the steps really learn this batch
     with_dropout = [float(made[next(iter(made))]()(x, y)) for _ in range(2)]
     assert with_dropout[0] == with_dropout[1] != losses[0][0]  # the timed models keep their dropout
+
+
+def test_the_cpu_ceiling_is_probed_again_after_the_models(train_step, monkeypatch, capsys):
+    # a machine that speeds up during the run: the ceiling lines use the best of the two probes, so
+    # no step or kernel bound is reported above "the peak" for a probe taken in a slow minute
+    probes = iter([1e12, 2e12])
+    monkeypatch.setattr(train_step, "arithmetic_peak", lambda *a, **k: (next(probes), "stand-in"))
+    argv = ["train_step.py", "--models", "cifar10", "--batch", "8", "--steps", "1", "--precision", "fp32"]
+    monkeypatch.setattr("sys.argv", argv)
+    train_step.main()
+    out = capsys.readouterr().out
+    assert "peak here 1000 GFLOP/s (stand-in)" in out
+    assert "peak probed again after the models: 2000 GFLOP/s (stand-in); the ceiling below uses 2000" in out
+    ceiling = 2e12 / train_step.step_flops("cifar10", 28, torch.device("cpu"))
+    assert f"ceiling {ceiling:.1f} img/s" in out
