@@ -100,6 +100,7 @@ def test_torchvision_weights_by_name_from_the_torch_home_cache(tmp_path, monkeyp
         assert [p for _, p in predictions[0].top] == pytest.approx(values.tolist(), abs=2e-3)
 
 
+@pytest.mark.slow  # ~20 s: prepares the 1,000-photo ImageNet sample (weights by name: the test above)
 def test_evaluate_takes_torchvision_weights_by_name(tmp_path, monkeypatch, capsys):
     import torchvision
     from conftest import IMAGENET_SAMPLE, require
