@@ -21,8 +21,8 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from train_step import preset_model  # benchmarks/train_step.py: the net as its preset builds it
 
-from alexnet import build_model
 from alexnet.config import preset
 from alexnet.models import native, pool
 from alexnet.models.dropout import Dropout
@@ -83,9 +83,7 @@ def main() -> None:
     size = 227 if args.model == "paper" else 28
     batch = args.batch or preset(args.model).train.batch_size
     x = (torch.randn(batch, 3, size, size) * 50).contiguous(memory_format=torch.channels_last)
-    net = preset(args.model).model  # cifar10-long: the cifar10 net, wider
-    model = build_model(net.name, **{**net.switches(), "input_size": size})
-    model = model.to(memory_format=torch.channels_last)
+    model = preset_model(args.model, size).to(memory_format=torch.channels_last)
     print(
         f"{args.model} model as its preset builds it, CPU {args.precision}, batch {batch}, "
         f"{torch.get_num_threads()} threads, {args.rounds} rounds; ours: {native.status('maxpool')}, "

@@ -524,9 +524,9 @@ def main() -> None:
     for name in names:
         size = SIZES[name]
         flops = step_flops(name, size, device)
+        classes = preset_model(name, size).num_classes
         for batch in batches_for(name, args.batch):
             x = torch.randn(batch, 3, size, size, device=device)
-            classes = preset_model(name, size).num_classes
             y = torch.randint(0, classes, (batch,), device=device)
             rates, losses = {}, {}
             options = (args.compile, precision, args.cuda_graphs, args.unfused)

@@ -84,3 +84,11 @@ def count_calls(monkeypatch, cls, names=("forward", "backward")) -> dict[str, in
 
         monkeypatch.setattr(cls, name, counted)
     return calls
+
+
+def grads(fn, x, g):
+    """fn(x) and ∂⟨fn(x), g⟩/∂x, for a fresh leaf copy of x (the output detached)."""
+    x = x.detach().clone().requires_grad_()
+    out = fn(x)
+    (gx,) = torch.autograd.grad(out, x, g)
+    return out.detach(), gx

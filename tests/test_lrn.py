@@ -1,16 +1,9 @@
 import pytest
 import torch
-from conftest import count_calls
+from conftest import count_calls, grads
 
 from alexnet import AlexNetError
 from alexnet.models import LocalResponseNorm
-
-
-def _grads(module, x, g):
-    x = x.detach().requires_grad_()
-    out = module(x)
-    (gx,) = torch.autograd.grad(out, x, g)
-    return out, gx
 
 
 @pytest.mark.parametrize("size", [5, 4, 1, 3])
@@ -23,8 +16,8 @@ def test_equals_torch_lrn_forward_and_backward_fp32(size, channels_last):
         x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
     ref = torch.nn.LocalResponseNorm(size, 1e-4, 0.75, 2.0)
     ours = LocalResponseNorm(size, 1e-4, 0.75, 2.0)
-    out_r, g_r = _grads(ref, x, g)
-    out_o, g_o = _grads(ours, x, g)
+    out_r, g_r = grads(ref, x, g)
+    out_o, g_o = grads(ours, x, g)
     torch.testing.assert_close(out_o, out_r, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g_o, g_r, rtol=1e-5, atol=1e-6)
     # The layout passes through: a channels_last net stays channels_last after LRN, both ways, so
@@ -38,8 +31,8 @@ def test_strong_normalisation_regime_matches_torch():
     x = torch.randn(2, 16, 5, 5) * 3
     g = torch.randn_like(x)
     ref, ours = torch.nn.LocalResponseNorm(3, 0.5, 0.6, 1.0), LocalResponseNorm(3, 0.5, 0.6, 1.0)
-    out_r, g_r = _grads(ref, x, g)
-    out_o, g_o = _grads(ours, x, g)
+    out_r, g_r = grads(ref, x, g)
+    out_o, g_o = grads(ours, x, g)
     torch.testing.assert_close(out_o, out_r, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g_o, g_r, rtol=1e-5, atol=1e-6)
 
@@ -83,8 +76,8 @@ def test_bf16_agrees_with_torch_in_fp32(channels_last):
     if channels_last:
         x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
     ref = torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
-    out_o, g_o = _grads(LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2), x.bfloat16(), g.bfloat16())
-    halves = [_grads(ref, h, gh) for h, gh in zip(x.chunk(2, 1), g.chunk(2, 1), strict=True)]
+    out_o, g_o = grads(LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2), x.bfloat16(), g.bfloat16())
+    halves = [grads(ref, h, gh) for h, gh in zip(x.chunk(2, 1), g.chunk(2, 1), strict=True)]
     out_r, g_r = torch.cat([h[0] for h in halves], 1), torch.cat([h[1] for h in halves], 1)
     assert out_o.dtype == g_o.dtype == torch.bfloat16
     torch.testing.assert_close(out_o.float(), out_r, rtol=2e-2, atol=1e-2)
@@ -166,7 +159,7 @@ def test_the_one_pass_kernel_is_torchs_lrn_to_rounding(native_calls, dtype, size
     x = (torch.randn(3, 96, 7, 9) * 20).relu().to(memory_format=torch.channels_last)
     x, g = x.to(dtype), torch.randn_like(x).to(dtype)
     out_r, g_r = _reference(x, g, size, alpha, beta, k, groups)  # exact, from the same inputs
-    out, gx = _grads(LocalResponseNorm(size, alpha, beta, k, groups=groups), x, g)
+    out, gx = grads(LocalResponseNorm(size, alpha, beta, k, groups=groups), x, g)
     assert native_calls == {"forward": 1, "backward": 1}
     assert out.dtype == gx.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
     assert gx.is_contiguous(memory_format=torch.channels_last)

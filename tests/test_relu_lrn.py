@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import count_calls
+from conftest import count_calls, grads
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 
@@ -19,13 +19,6 @@ def _conv_output(dtype, shape=(3, 96, 7, 9)):
     x = torch.randn(*shape) * 20
     x[0, :6, 0, 0] = torch.tensor([0.0, -0.0, NAN, -NAN, float("inf"), float("-inf")])
     return x.to(dtype).to(memory_format=torch.channels_last)
-
-
-def _grads(fn, x, g):
-    x = x.detach().clone().requires_grad_()
-    out = fn(x)
-    (gx,) = torch.autograd.grad(out, x, g)
-    return out.detach(), gx
 
 
 def _same_bits(a, b):
@@ -48,9 +41,9 @@ def test_the_kernel_with_relu_is_relu_then_the_kernel_bit_for_bit(native_calls, 
     x = _conv_output(dtype)
     g = torch.randn(x.shape).to(dtype).contiguous(memory_format=torch.channels_last)
     lrn = LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=groups)
-    fused, fused_grad = _grads(lrn.after_relu, x, g)
+    fused, fused_grad = grads(lrn.after_relu, x, g)
     assert native_calls == {"forward": 1, "backward": 1}
-    two, two_grad = _grads(lambda t: lrn(torch.relu(t)), x, g)
+    two, two_grad = grads(lambda t: lrn(torch.relu(t)), x, g)
     _same_bits(fused, two)
     _same_bits(fused_grad, two_grad)
     assert fused.dtype == dtype and fused.is_contiguous(memory_format=torch.channels_last)
@@ -76,8 +69,8 @@ def test_the_gemm_form_with_relu_is_torchs_relu_and_lrn(monkeypatch, kernel_back
     else:
         x = x.contiguous()
     g = torch.randn(x.shape)
-    ours, ours_grad = _grads(LocalResponseNorm(3, 1e-2, 0.75, 2.0).after_relu, x, g)
-    ref, ref_grad = _grads(lambda t: nn.LocalResponseNorm(3, 1e-2, 0.75, 2.0)(torch.relu(t)), x, g)
+    ours, ours_grad = grads(LocalResponseNorm(3, 1e-2, 0.75, 2.0).after_relu, x, g)
+    ref, ref_grad = grads(lambda t: nn.LocalResponseNorm(3, 1e-2, 0.75, 2.0)(torch.relu(t)), x, g)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ours_grad, ref_grad, rtol=1e-5, atol=1e-6)
     assert (ours_grad[x <= 0] == 0).all()

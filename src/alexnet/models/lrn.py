@@ -207,8 +207,8 @@ class LocalResponseNorm(nn.Module):
     def after_relu(self, x: Tensor) -> Tensor:
         """This LRN of ``torch.relu(x)``: the ReLU before it (§3.3) in the same kernel passes.
 
-        Called by :class:`~alexnet.models.features.Features` in place of the ReLU module and this
-        one (no hooks of either run; it only fuses where neither has any).
+        Called by :class:`~alexnet.models.features.Features` and ``features.relu_lrn`` in place of
+        the ReLU module and this one, only where no hook or tracer watches either (``fusable``).
         """
         return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups, self.band, True)
 

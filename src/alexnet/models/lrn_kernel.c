@@ -142,8 +142,8 @@ INLINE float inv_pow(float s, float beta, float *rinv) {
 }
 
 /* One block of n values: x → out. */
-INLINE void forward_block(int bf, int relu, const void *restrict x, void *restrict out, const scratch_t *t, int64_t n,
-                          const job_t *j) {
+INLINE void forward_block(int bf, int relu, const void *restrict x, void *restrict out, const scratch_t *t,
+                          int64_t n, const job_t *j) {
     float *restrict a = t->s0, *restrict mid = t->prod + t->half, *restrict acc = t->acc, rinv;
     const float alpha_n = j->alpha_n, beta = j->beta, k = j->k;
     for (int64_t i = 0; i < n; ++i) {
@@ -160,8 +160,8 @@ INLINE void forward_block(int bf, int relu, const void *restrict x, void *restri
 /* One block: (g, x) → ∂L/∂x. s is recomputed from x (the forward saves nothing but its input): two
  * reads and one write here instead of four and one, and one write forward instead of three, for
  * arithmetic that costs less than the memory passes it saves (benchmarks/RESULTS.md). */
-INLINE void backward_block(int bf, int relu, const void *restrict g, const void *restrict x, void *restrict out,
-                           const scratch_t *t, int64_t n, const job_t *j) {
+INLINE void backward_block(int bf, int relu, const void *restrict g, const void *restrict x,
+                           void *restrict out, const scratch_t *t, int64_t n, const job_t *j) {
     float *restrict a = t->s0, *restrict gr = t->s1, *restrict p = t->s2, *restrict mid = t->prod + t->half;
     float *restrict acc = t->acc;
     const float alpha_n = j->alpha_n, beta = j->beta, k = j->k, coef = j->coef;
@@ -231,14 +231,15 @@ static void *backward_rows(void *arg) {
     return NULL;
 }
 
-int lrn_forward(int bf, int relu, const void *x, void *out, int64_t rows, int64_t channels, int64_t groups,
-                int64_t size, float alpha_n, float beta, float k, int threads) {
+int lrn_forward(int bf, int relu, const void *x, void *out, int64_t rows, int64_t channels,
+                int64_t groups, int64_t size, float alpha_n, float beta, float k, int threads) {
     job_t j = {{0, 0}, x, NULL, out, bf, relu, channels, groups, size, alpha_n, beta, k, 0.0f};
     return run_split(forward_rows, &j, sizeof j, rows, threads, 64);
 }
 
-int lrn_backward(int bf, int relu, const void *g, const void *x, void *grad_x, int64_t rows, int64_t channels,
-                 int64_t groups, int64_t size, float alpha_n, float beta, float k, float coef, int threads) {
+int lrn_backward(int bf, int relu, const void *g, const void *x, void *grad_x, int64_t rows,
+                 int64_t channels, int64_t groups, int64_t size, float alpha_n, float beta, float k,
+                 float coef, int threads) {
     job_t j = {{0, 0}, x, g, grad_x, bf, relu, channels, groups, size, alpha_n, beta, k, coef};
     return run_split(backward_rows, &j, sizeof j, rows, threads, 64);
 }
