@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import statistics
 import time
 
@@ -42,6 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop, conv_f
 
 from alexnet import build_model
 from alexnet.config import preset
+from alexnet.models import conv
 from alexnet.runtime import autocast, keep_freed_cpu_memory, resolve_precision
 from alexnet.train import make_optimizer
 from alexnet.train.optim import parameter_groups
@@ -209,6 +211,56 @@ def step_flops(name: str, size: int, device) -> float:
     return counter.get_total_flops() / len(x)
 
 
+def layer_inputs(name: str, size: int, device) -> tuple[nn.Module, dict]:
+    """The preset's net (channels_last, on ``device``) and the input shape of each of its
+    convolution and linear layers (module path → shape), from one forward at batch 2."""
+    model = preset_model(name, size).to(device).to(memory_format=torch.channels_last)
+    shapes = {}
+
+    def keep_shape(path):
+        def hook(_module, inputs, _output):
+            shapes[path] = inputs[0].shape  # returns None: the output stays as it is
+
+        return hook
+
+    hooks = [
+        model.get_submodule(path).register_forward_hook(keep_shape(path)) for path in model.layer_names()
+    ]
+    with torch.no_grad():
+        model(torch.randn(2, 3, size, size, device=device))
+    for hook in hooks:
+        hook.remove()
+    return model, shapes
+
+
+def matmul_convs(name: str, size: int, device, precision: str) -> list[str]:
+    """The convolutions (conv1 … conv5) whose weight gradient the step computes by matmul
+    (models/conv.py), in the step's precision on ``device``."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    model, shapes = layer_inputs(name, size, device)
+    names, taken = model.layer_names(), []
+    for path, shape in shapes.items():
+        if len(shape) != 4:  # the linear layers
+            continue
+        x = torch.empty(shape, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        if conv.matmul_weight_grad(model.get_submodule(path), x):
+            taken.append(names[path])
+    return taken
+
+
+def without_matmul_weight_grads(step):
+    """``step`` with every convolution's weight gradient left to oneDNN (models/conv.py off)."""
+
+    def run(x, y):
+        kept, conv.MAX_PIXELS = conv.MAX_PIXELS, 0
+        try:
+            return step(x, y)
+        finally:
+            conv.MAX_PIXELS = kept
+
+    return run
+
+
 def kernel_runs(name: str, size: int, batch: int, device, precision: str) -> dict:
     """Forward + backward of each convolution and linear layer alone, at its real shapes: a callable
     per layer (conv1 … fc8), for ``kernel_times`` and ``paired_rates``.
@@ -216,25 +268,13 @@ def kernel_runs(name: str, size: int, batch: int, device, precision: str) -> dic
     The bound on any step of this arithmetic on these kernels: with nothing else to do (no LRN,
     ReLU, pooling, dropout, casts or optimizer), a step still takes their sum. Weights and inputs
     are already in the step's precision (no autocast casts), channels_last as in ours, and conv1's
-    input needs no gradient, as in training.
+    input needs no gradient, as in training. A convolution runs as the conv stack runs it: with the
+    matmul weight gradient where models/conv.py picks it.
     """
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    model = preset_model(name, size).to(device).to(memory_format=torch.channels_last)
+    model, shapes = layer_inputs(name, size, device)
     names = model.layer_names()  # module path → the paper's name, conv1 … fc8, in order
     layers = [(n, model.get_submodule(n)) for n in names]
-    shapes = {}
-
-    def keep_shape(name):
-        def hook(_module, inputs, _output):
-            shapes[name] = inputs[0].shape  # returns None: the output stays as it is
-
-        return hook
-
-    hooks = [m.register_forward_hook(keep_shape(n)) for n, m in layers]
-    with torch.no_grad():
-        model(torch.randn(2, 3, size, size, device=device))
-    for hook in hooks:
-        hook.remove()
     runs = {}
     for index, (n, m) in enumerate(layers):
         layer = copy.deepcopy(m).to(dtype)
@@ -242,11 +282,14 @@ def kernel_runs(name: str, size: int, batch: int, device, precision: str) -> dic
         x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
         x.requires_grad_(index > 0)
         grad = layer(x).detach().normal_()
+        forward = layer
+        if conv.matmul_weight_grad(layer, x):
+            forward = functools.partial(conv.conv_with_matmul_weight_grad, layer)
 
-        def run(layer=layer, x=x, grad=grad):
+        def run(layer=layer, forward=forward, x=x, grad=grad):
             layer.zero_grad(set_to_none=True)
             x.grad = None
-            layer(x).backward(grad)
+            forward(x).backward(grad)
 
         runs[names[n]] = run
     return runs
@@ -556,6 +599,16 @@ def main() -> None:
                       f"step against {1e3 * batch / cast:.0f} ms with autocast's casts, best of "
                       f"{args.kernel_rounds} alternating rounds ({100 * (1 - cast / kept):.1f} % less "
                       f"time)")  # fmt: skip
+            taken = matmul_convs(name, size, device, precision)
+            if taken:  # the matmul weight gradients' worth, in alternation
+                onednn = functools.partial(without_matmul_weight_grads(make_ours()), x, y)
+                with_, without_ = paired_rates(
+                    make_ours(), x, y, {"oneDNN": onednn}, args.kernel_rounds, device
+                )
+                print(f"  {name:<8} b{batch:<4} weight gradients of {', '.join(taken)} by matmul: ours "
+                      f"{1e3 * batch / with_:.0f} ms per step against {1e3 * batch / without_:.0f} ms with "
+                      f"oneDNN's, best of {args.kernel_rounds} alternating rounds ({with_ / without_:.2f}× "
+                      f"the speed)")  # fmt: skip
             if args.kernels:
                 runs = kernel_runs(name, size, batch, device, precision)
                 each = ", ".join(f"{n} {1e3 * best_time(r, device):.1f}" for n, r in runs.items())

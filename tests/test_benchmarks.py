@@ -208,3 +208,49 @@ def test_the_cpu_ceiling_is_probed_again_after_the_models(train_step, monkeypatc
     assert "peak probed again after the models: 2000 GFLOP/s (stand-in); the ceiling below uses 2000" in out
     ceiling = 2e12 / train_step.step_flops("cifar10", 28, torch.device("cpu"))
     assert f"ceiling {ceiling:.1f} img/s" in out
+
+
+def test_the_step_benchmark_finds_the_convolutions_with_the_matmul_weight_gradient(train_step, monkeypatch):
+    # the matmul's worth is timed only where the step takes it: conv3–conv5 of the cifar10 nets (6×6
+    # maps) in bf16 on a CPU with AMX; the paper net's 13×13 maps and fp32 keep oneDNN's kernels
+    from alexnet.models import conv
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(conv, "_amx", lambda: True)
+    assert train_step.matmul_convs("cifar10", 28, cpu, "bf16") == ["conv3", "conv4", "conv5"]
+    assert train_step.matmul_convs("paper", 227, cpu, "bf16") == []
+    assert train_step.matmul_convs("cifar10", 28, cpu, "fp32") == []
+    seen = []
+    off = train_step.without_matmul_weight_grads(lambda x, y: seen.append(conv.MAX_PIXELS))
+    off(None, None)
+    assert seen == [0] and conv.MAX_PIXELS == 36  # off for the step, back on after it
+    taken = []  # the kernel bound runs each convolution as the step does
+    monkeypatch.setattr(conv, "conv_with_matmul_weight_grad", lambda m, x: taken.append(m) or m(x))
+    runs = train_step.kernel_runs("cifar10", 28, 2, cpu, "bf16")
+    for run in runs.values():
+        run()
+    assert [m.out_channels for m in taken] == [
+        build_model("cifar10").features[i].out_channels for i in (8, 10, 12)
+    ]
+
+
+def test_the_layers_benchmark_times_each_stride_one_convolution_both_ways(monkeypatch):
+    # `layers.py`: every stride-1 convolution (the paper's conv1 has stride 4), oneDNN's weight
+    # gradient against the matmul's, and which one the model takes
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import layers
+    from train_step import preset_model
+
+    from alexnet.models import conv
+
+    monkeypatch.setattr(conv, "_amx", lambda: True)
+    model = preset_model("cifar10", 28).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 28, 28).contiguous(memory_format=torch.channels_last)
+    lines = layers.conv_lines(model, x, "bf16", rounds=1)
+    assert [line.split()[0] for line in lines] == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    assert [line.endswith("the model: the matmul") for line in lines] == [False, False, True, True, True]
+    assert "3×3/2 on 2×256×6×6 bf16" in lines[3]  # conv4: two groups on conv3's 256 maps
+    paper = preset_model("paper", 227).to(memory_format=torch.channels_last)
+    lines = layers.conv_lines(paper, torch.randn(1, 3, 227, 227), "bf16", rounds=1)
+    assert [line.split()[0] for line in lines] == ["conv2", "conv3", "conv4", "conv5"]
+    assert all(line.endswith("the model: oneDNN's") for line in lines)
