@@ -120,6 +120,12 @@ def test_the_cifar10_net_takes_the_matmul_for_conv3_to_conv5_only_in_bf16_with_a
     assert taken == small[:1]
     handle.remove()
     taken.clear()
+    monkeypatch.setenv("ALEXNET_MATMUL_WEIGHT_GRAD", "0")  # switched off by hand
+    with torch.autocast("cpu", torch.bfloat16):
+        net(x).float().sum().backward()
+    assert taken == []
+    monkeypatch.delenv("ALEXNET_MATMUL_WEIGHT_GRAD")
+    taken.clear()
     monkeypatch.undo()
     taken = _taken(monkeypatch, amx=False)  # without AMX oneDNN's kernel was faster
     with torch.autocast("cpu", torch.bfloat16):

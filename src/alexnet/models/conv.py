@@ -17,6 +17,7 @@ another order (fp32 accumulation in both, one bf16 rounding at the end).
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +27,10 @@ from ..runtime import cpu_native_bf16
 from .observed import observed
 
 # Output maps of at most this many pixels take the matmul (6×6: measured faster; 8×8 was mixed,
-# 10×10 and 13×13 slower, benchmarks/RESULTS.md). 0 turns the matmul off (benchmarks/layers.py's
-# comparison).
+# 10×10 and 13×13 slower, benchmarks/RESULTS.md). 0 turns the matmul off (benchmarks/train_step.py's
+# comparison); so does ALEXNET_MATMUL_WEIGHT_GRAD=0 in the environment.
 MAX_PIXELS = 36
+SWITCH = "ALEXNET_MATMUL_WEIGHT_GRAD"
 
 
 @functools.cache
@@ -90,7 +92,7 @@ def matmul_weight_grad(conv: nn.Module, x: Tensor) -> bool:
     """Whether ``conv(x)`` runs as :func:`conv_with_matmul_weight_grad`: a plain ``nn.Conv2d``
     nobody watches, whose weight trains, a bf16 convolution on a CPU with AMX, stride 1, no
     dilation, zero padding given in pixels, a channels_last input and an output map of at most
-    :data:`MAX_PIXELS` pixels."""
+    :data:`MAX_PIXELS` pixels; not where ``ALEXNET_MATMUL_WEIGHT_GRAD=0``."""
     if type(conv) is not nn.Conv2d or observed(conv):  # observed first: under FX, x is a Proxy
         return False
     if not (torch.is_grad_enabled() and conv.weight.requires_grad and x.device.type == "cpu"):
@@ -106,6 +108,7 @@ def matmul_weight_grad(conv: nn.Module, x: Tensor) -> bool:
         and conv.padding_mode == "zeros"
         and 0 < pixels <= MAX_PIXELS
         and x.is_contiguous(memory_format=torch.channels_last)
+        and os.environ.get(SWITCH, "1") != "0"
         and _amx()
     )
 
