@@ -60,8 +60,9 @@ def params(run):
 def test_sigkill_mid_epoch_then_resume_is_bit_exact(store, tmp_path):
     # 640 images / 32 = 20 steps per epoch; a checkpoint every 3 steps lands mid-epoch.
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    whole = tmp_path / "whole"
-    subprocess.run(train_cmd(store, whole), check=True, capture_output=True, env=env, timeout=300)
+    whole = tmp_path / "whole"  # the uninterrupted run, beside the cut one: the same numbers
+    with open(tmp_path / "whole.log", "w") as log:  # a file, not a pipe: nothing can block the run
+        uncut = subprocess.Popen(train_cmd(store, whole), env=env, stdout=subprocess.DEVNULL, stderr=log)
 
     cut = tmp_path / "cut"
     proc = subprocess.Popen(
@@ -86,6 +87,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(store, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "resumed" in done.stderr
+    assert uncut.wait(timeout=300) == 0, (tmp_path / "whole.log").read_text()
     a, b = params(whole), params(cut)
     assert a.keys() == b.keys()
     for key in a:
@@ -131,9 +133,9 @@ def test_two_gloo_processes_match_one_process_with_the_whole_batch(store, tmp_pa
         "--epochs",
         "1",
     ]
-    one = tmp_path / "one"
-    cmd = train_cmd(store, one, *common)
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    one = tmp_path / "one"  # the one-process run, beside the two (mostly start-up on one core each)
+    with open(tmp_path / "one.log", "w") as log:  # a file, not a pipe: nothing can block the run
+        single = subprocess.Popen(train_cmd(store, one, *common), stdout=subprocess.DEVNULL, stderr=log)
     two = tmp_path / "two"
     torchrun = str(Path(sys.executable).parent / "torchrun")
     cmd = [
@@ -148,6 +150,7 @@ def test_two_gloo_processes_match_one_process_with_the_whole_batch(store, tmp_pa
         cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert single.wait(timeout=300) == 0, (tmp_path / "one.log").read_text()
     a, b = params(one), params(two)
     assert load_checkpoint(two / "checkpoints" / "last.pt")["step"] == 5  # 160 images / 32 per global batch
     for key in a:
