@@ -3,7 +3,7 @@
 The CIFAR-10 nets run conv3–conv5 (3×3) on 6×6 maps. There oneDNN's bf16 backward-weights kernel
 (brgconv_bwd_w) ran at about a quarter of its own forward's rate on a 2-core Emerald Rapids, while
 the same sum written as im2col then a batched matmul on AMX tiles ran 1.4–2.7× faster for the
-cifar10-long net's shapes: its whole step 1.19–1.23× faster, the cifar10 net's 1.11–1.14×
+cifar10-long net's shapes: its whole step 1.05–1.23× faster, the cifar10 net's 1.11–1.16×
 (benchmarks/train_step.py, benchmarks/RESULTS.md). On 8×8 and larger maps, in fp32, and without
 AMX (oneDNN held to AVX512_CORE_BF16), oneDNN's own kernel was the faster one, so the matmul runs
 only where it was measured faster: :func:`matmul_weight_grad`.
