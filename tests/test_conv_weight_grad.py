@@ -80,8 +80,12 @@ def test_under_autocast_fp32_weights_get_fp32_gradients_as_from_conv2d():
         out_t, gx_t, gw_t, gb_t = _grads(lambda m, v: m(v), c, x, g)
     assert out.dtype == torch.bfloat16 and torch.equal(out, out_t) and torch.equal(gx, gx_t)
     assert (gx.dtype, gw.dtype, gb.dtype) == (torch.float32,) * 3
-    torch.testing.assert_close(gw, gw_t, rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(gb, gb_t, rtol=2e-2, atol=2e-2)
+    # both weight gradients as near the float64 truth as bf16's rounding allows (oneDNN's own bf16
+    # kernel differs from the matmul's order elementwise, more so without AMX)
+    exact = _grads(lambda m, v: m(v), c.double(), x.double(), g.double())
+    for ours, theirs, truth in ((gw, gw_t, exact[2]), (gb, gb_t, exact[3])):
+        error, error_t = ((w.double() - truth).norm() / truth.norm() for w in (ours, theirs))
+        assert error < 1e-2 and error < 2 * error_t + 1e-3
 
 
 def _cifar_net():
