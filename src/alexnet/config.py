@@ -329,8 +329,8 @@ def _presets() -> dict[str, RunConfig]:
     # at conv1..conv5 widths 96/192/384/384/256 (2,800,970 parameters against 1,375,754), Cutout 12
     # (DeVries & Taylor 2017) so the wider net does not overfit, 120 epochs, all 50,000 training
     # images: the schedule is fixed, so validating on test chooses nothing but best.pt, and the final
-    # model is what is reported (docs/results.md, seed 0 on 2 AMX cores: 89.17 % ten-crop at 120
-    # epochs, 88.96 % at 80; the longer cosine gave 0.21 points for 1.5× the time).
+    # model is what is reported (docs/results.md, 2 AMX cores, bf16: 89.11 ± 0.07 % ten-crop at 120
+    # epochs over seeds 0–2; seed 0 gave 88.96 % at 80, the longer cosine 0.21 points for 1.5× the time).
     cifar10_long = dataclasses.replace(
         cifar10,
         preset="cifar10-long",
